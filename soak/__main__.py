@@ -1,0 +1,5 @@
+"""`python -m soak`."""
+
+from soak.cli import main
+
+main()

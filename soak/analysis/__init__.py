@@ -1,0 +1,1 @@
+"""Detectors that turn telemetry series into findings: memory leaks and throughput drops."""

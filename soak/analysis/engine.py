@@ -1,0 +1,117 @@
+"""Runs every detector over a campaign's stored telemetry and keeps its findings current."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from soak.analysis.events import EventRecord, detect_event_findings
+from soak.analysis.leak import detect_leak
+from soak.analysis.series import Detection, Series
+from soak.analysis.throughput import detect_throughput_drop
+from soak.campaigns.models import WorkloadRun
+from soak.findings.service import upsert_finding
+from soak.nodes.models import Device
+from soak.plan import Plan
+from soak.telemetry import service as telemetry
+from soak.workloads.registry import load_workload
+
+log = logging.getLogger(__name__)
+
+# Memory settles a few seconds after a workload starts or stops; those samples belong to neither state.
+RUN_EDGE_S = 3.0
+LEAK_METRICS = {"device.memory_used_bytes": "device memory", "process.rss_bytes": "worker host RSS"}
+
+
+def _runs_by_workload(session: Session, campaign_id: int, device_id: int) -> dict[str, list[tuple[float, float]]]:
+    runs: dict[str, list[tuple[float, float]]] = {}
+    statement = select(WorkloadRun).where(WorkloadRun.campaign_id == campaign_id, WorkloadRun.device_id == device_id)
+    for run in session.scalars(statement):
+        ended_s = run.ended_s if run.ended_s is not None else float("inf")
+        runs.setdefault(run.workload, []).append((run.started_s + RUN_EDGE_S, ended_s - RUN_EDGE_S))
+    return runs
+
+
+def _within(series: Series, windows: list[tuple[float, float]]) -> Series:
+    keep = np.zeros(len(series), dtype=bool)
+    for start_s, end_s in windows:
+        keep |= (series.time_s >= start_s) & (series.time_s <= end_s)
+    return Series(series.time_s[keep], series.values[keep])
+
+
+def _leak(session: Session, campaign_id: int, device: Device, plan: Plan, warmup_end_s: float) -> None:
+    """Memory is compared within each workload's slots, so a mix that holds different amounts is not a leak."""
+    runs = _runs_by_workload(session, campaign_id, device.id)
+    for metric, subject in LEAK_METRICS.items():
+        full = telemetry.series(session=session, campaign_id=campaign_id, device_id=device.id, metric=metric,
+                                start_s=warmup_end_s).finite()
+        strongest: Detection | None = None
+        for workload, windows in runs.items():
+            detection = detect_leak(
+                _within(full, windows), warmup_end_s=warmup_end_s,
+                max_rate_mib_per_hour=plan.acceptance.max_leak_rate_mib_per_hour,
+                min_growth_mib=plan.acceptance.min_leak_growth_mib,
+                significance=plan.acceptance.significance,
+                capacity_bytes=float(device.memory_total_bytes) if metric.startswith("device.") and
+                device.memory_total_bytes else None,
+                subject=f"{subject} during {workload}",
+            )
+            if detection is not None and (
+                strongest is None
+                or float(detection.evidence["rate_mib_per_hour"]) > float(strongest.evidence["rate_mib_per_hour"])
+            ):
+                strongest = detection
+        if strongest is not None:
+            upsert_finding(session=session, campaign_id=campaign_id, device_id=device.id, subject=metric,
+                           detection=strongest)
+
+
+def _throughput(session: Session, campaign_id: int, device: Device, plan: Plan, warmup_end_s: float) -> None:
+    for metric in telemetry.device_metrics(session=session, campaign_id=campaign_id, device_id=device.id,
+                                           prefix="throughput."):
+        workload = metric.removeprefix("throughput.")
+        try:
+            unit = load_workload(workload).unit
+        except KeyError:
+            unit = "units/s"
+        detection = detect_throughput_drop(
+            telemetry.series(session=session, campaign_id=campaign_id, device_id=device.id, metric=metric,
+                             start_s=warmup_end_s).finite(),
+            warmup_end_s=warmup_end_s, min_ratio=plan.acceptance.min_sustained_throughput_ratio,
+            significance=plan.acceptance.significance, unit=unit, subject=f"{workload} throughput",
+        )
+        if detection is not None:
+            upsert_finding(session=session, campaign_id=campaign_id, device_id=device.id, subject=metric,
+                           detection=detection)
+
+
+def _events(session: Session, campaign_id: int, plan: Plan, names: dict[int, str]) -> None:
+    ids = {name: device_id for device_id, name in names.items()}
+    records = [
+        EventRecord(device=names.get(event.device_id) if event.device_id is not None else None, time_s=event.time_s,
+                    kind=event.kind, severity=event.severity, code=event.code)
+        for event in telemetry.list_events(session=session, campaign_id=campaign_id, limit=1_000_000)
+    ]
+    limits = plan.acceptance
+    detections = detect_event_findings(
+        records, max_sdc_events=limits.max_sdc_events, max_warn_driver_errors=limits.max_driver_errors.warn,
+        max_fail_driver_errors=limits.max_driver_errors.fail,
+    )
+    for (device_name, subject), detection in detections.items():
+        upsert_finding(session=session, campaign_id=campaign_id,
+                       device_id=ids.get(device_name) if device_name is not None else None,
+                       subject=subject, detection=detection)
+
+
+def run_detection(*, session: Session, campaign_id: int, plan: Plan, start_s: float) -> None:
+    """Update the campaign's findings from everything stored so far."""
+    warmup_end_s = start_s + plan.warmup.total_seconds()
+    device_ids = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign_id).distinct()
+    devices = list(session.scalars(select(Device).where(Device.id.in_(device_ids)).order_by(Device.name)))
+    for device in devices:
+        _throughput(session, campaign_id, device, plan, warmup_end_s)
+        _leak(session, campaign_id, device, plan, warmup_end_s)
+    _events(session, campaign_id, plan, {device.id: device.name for device in devices})

@@ -1,0 +1,78 @@
+"""The controller: a FastAPI app with routers under /api/v1, /healthz and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from soak import __version__
+from soak.campaigns.views import router as campaigns_router
+from soak.config import Settings
+from soak.db import make_engine, session_factory
+from soak.metrics import ControllerMetrics
+from soak.nodes.views import router as nodes_router
+from soak.plan import PlanError, field_path
+from soak.scheduler.supervisor import Supervisor
+from soak.telemetry.views import router as telemetry_router
+
+
+def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
+    """Build the controller; with run_scheduler it also starts campaigns (off for API-only tests)."""
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        supervisor = Supervisor(sessions=sessions, settings=settings) if run_scheduler else None
+        if supervisor is not None:
+            supervisor.start()
+        app.state.supervisor = supervisor
+        yield
+        if supervisor is not None:
+            supervisor.stop()
+        engine.dispose()
+
+    app = FastAPI(title="soak controller", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.metrics = ControllerMetrics(sessions)
+    app.include_router(campaigns_router)
+    app.include_router(nodes_router)
+    app.include_router(telemetry_router)
+
+    @app.exception_handler(PlanError)
+    async def plan_error(_: Request, error: PlanError) -> JSONResponse:
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={"detail": "invalid plan", "problems": error.problems},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{field_path(tuple(item['loc'][1:]) if item['loc'][:1] == ('body',) else tuple(item['loc']))}: "
+            f"{str(item['msg']).removeprefix('Value error, ')}"
+            for item in error.errors()
+        ]
+        return JSONResponse(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": "invalid request", "problems": problems}
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers and the store is reachable."""
+        with sessions() as session:
+            session.connection()
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        """Prometheus exposition of the controller's own metrics."""
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,82 @@
+"""Campaign routes: create, list, show, stop/pause/resume, findings, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, HTTPException, status
+
+from soak.campaigns import service
+from soak.campaigns.models import CampaignCommand, CampaignState
+from soak.campaigns.schemas import CampaignOut, CampaignProgress
+from soak.deps import Reader, SessionDep, Writer
+from soak.findings.schemas import FindingOut
+from soak.findings.service import list_findings
+from soak.plan import parse_plan
+from soak.telemetry.service import list_events
+
+router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
+
+
+def _campaign_or_404(session: SessionDep, campaign_id: int) -> Any:
+    try:
+        return service.get_campaign(session=session, campaign_id=campaign_id)
+    except service.CampaignNotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Writer])
+def create_campaign(session: SessionDep, plan: dict[str, Any] = Body(description="a campaign plan")) -> CampaignOut:
+    """Validate a plan and queue it; a bad plan is answered 422 naming each bad field."""
+    campaign = service.create_campaign(session=session, plan=parse_plan(plan))
+    return CampaignOut.model_validate(campaign)
+
+
+@router.get("", dependencies=[Reader])
+def list_campaigns(session: SessionDep) -> list[CampaignOut]:
+    """Newest first."""
+    return [CampaignOut.model_validate(c) for c in service.list_campaigns(session=session)]
+
+
+@router.get("/{campaign_id}", dependencies=[Reader])
+def get_campaign(session: SessionDep, campaign_id: int) -> CampaignProgress:
+    """A campaign with its progress."""
+    campaign = _campaign_or_404(session, campaign_id)
+    plan = parse_plan(campaign.plan)
+    elapsed_s = service.elapsed_s(campaign)
+    remaining_s = 0.0 if CampaignState(campaign.state).finished else plan.duration.total_seconds() - elapsed_s
+    return CampaignProgress(
+        campaign=CampaignOut.model_validate(campaign),
+        elapsed_s=elapsed_s,
+        remaining_s=max(0.0, remaining_s),
+        **service.progress_counts(session=session, campaign_id=campaign_id),
+    )
+
+
+@router.post("/{campaign_id}/{command}", dependencies=[Writer])
+def command_campaign(session: SessionDep, campaign_id: int, command: CampaignCommand) -> CampaignOut:
+    """Stop, pause or resume."""
+    _campaign_or_404(session, campaign_id)
+    try:
+        campaign = service.request_command(session=session, campaign_id=campaign_id, command=command)
+    except service.InvalidTransition as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    return CampaignOut.model_validate(campaign)
+
+
+@router.get("/{campaign_id}/findings", dependencies=[Reader])
+def campaign_findings(session: SessionDep, campaign_id: int) -> list[FindingOut]:
+    """Most severe first."""
+    _campaign_or_404(session, campaign_id)
+    return list_findings(session=session, campaign_id=campaign_id)
+
+
+@router.get("/{campaign_id}/events", dependencies=[Reader])
+def campaign_events(session: SessionDep, campaign_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """Driver errors, worker crashes and hangs, SDC: oldest first."""
+    _campaign_or_404(session, campaign_id)
+    return [
+        {"time_s": e.time_s, "device_id": e.device_id, "kind": e.kind, "severity": e.severity, "code": e.code,
+         "message": e.message, "raw": e.raw}
+        for e in list_events(session=session, campaign_id=campaign_id, limit=min(limit, 100_000))
+    ]

@@ -1,0 +1,9 @@
+"""Every table, imported in one place for Alembic and for creating a schema."""
+
+from soak.campaigns.models import Campaign, WorkloadRun
+from soak.db import Base
+from soak.findings.models import Finding
+from soak.nodes.models import Device, Node
+from soak.telemetry.models import Event, IngestedBatch, Sample
+
+__all__ = ["Base", "Campaign", "Device", "Event", "Finding", "IngestedBatch", "Node", "Sample", "WorkloadRun"]

@@ -1,0 +1,63 @@
+"""Node and device API shapes: what an agent registers and what users list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from soak.telemetry.schemas import NAME_PATTERN
+
+
+class DeviceIn(BaseModel):
+    """A device as its node agent discovered it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique in the fleet, e.g. gpu-07/cuda3 or sim3")
+    backend: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="device backend, e.g. cpu, cuda, npu, sim")
+    index: int = Field(default=0, ge=0)
+    vendor: str = Field(max_length=64)
+    model: str = Field(max_length=128)
+    uuid: str | None = Field(default=None, max_length=128)
+    serial: str | None = Field(default=None, max_length=128)
+    bus_id: str | None = Field(default=None, max_length=64)
+    driver_version: str | None = Field(default=None, max_length=64)
+    firmware_version: str | None = Field(default=None, max_length=64)
+    memory_total_bytes: int | None = Field(default=None, ge=0)
+    simulated: bool = False
+
+
+class NodeIn(BaseModel):
+    """A node agent's registration: who it is, where its workers report, and its devices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hostname: str = Field(max_length=255)
+    agent_url: str | None = Field(default=None, max_length=255)
+    inbox_dir: str = Field(max_length=1024, description="directory where workers leave reports for the agent")
+    sim_state_dir: str = Field(max_length=1024, description="directory simulated devices publish state to")
+    devices: list[DeviceIn] = Field(default_factory=list, max_length=1024)
+
+
+class DeviceOut(DeviceIn):
+    """A device as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+    id: int
+    node: str
+    campaign_id: int | None
+
+
+class NodeOut(BaseModel):
+    """A node as the API shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    hostname: str
+    agent_url: str | None
+    registered_at: datetime
+    last_seen_at: datetime

@@ -1,0 +1,37 @@
+"""Node and device routes: agents register, users list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from soak.deps import Reader, SessionDep, Writer
+from soak.nodes import service
+from soak.nodes.schemas import DeviceOut, NodeIn, NodeOut
+from soak.telemetry.schemas import NAME_PATTERN
+
+router = APIRouter(prefix="/api/v1", tags=["nodes"])
+
+
+@router.put("/nodes/{name}", dependencies=[Writer])
+def register_node(session: SessionDep, node_in: NodeIn, name: str = Path(pattern=NAME_PATTERN)) -> NodeOut:
+    """An agent announces itself and its devices (idempotent)."""
+    try:
+        node = service.register_node(session=session, name=name, node_in=node_in)
+    except service.DeviceOwnedElsewhere as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    return NodeOut.model_validate(node)
+
+
+@router.get("/nodes", dependencies=[Reader])
+def list_nodes(session: SessionDep) -> list[NodeOut]:
+    """Every node that ever registered."""
+    return [NodeOut.model_validate(node) for node in service.list_nodes(session=session)]
+
+
+@router.get("/devices", dependencies=[Reader])
+def list_devices(session: SessionDep) -> list[DeviceOut]:
+    """Every device, with its node and the campaign holding it."""
+    return [
+        DeviceOut.model_validate({**device.__dict__, "node": node.name})
+        for device, node in service.list_devices(session=session)
+    ]

@@ -1,0 +1,338 @@
+"""The campaign plan: the one contract users write by hand (YAML or JSON)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """Turn `90s`, `30m`, `36h`, `14d` (or a number of seconds) into a timedelta; leave others to pydantic."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 30m, 36h or 14d")
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(
+                f"{value!r} is negative; a duration must be positive, such as 90s, 30m, 36h or 14d"
+            )
+        match = _DURATION_RE.match(text)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration; write a number and a unit (ms, s, m, h, d, w), e.g. 36h"
+            )
+        number, unit = match.groups()
+        return timedelta(seconds=float(number) * _UNIT_SECONDS[unit or "s"])
+    raise ValueError("expected a duration such as 90s, 30m, 36h or 14d")
+
+
+def format_duration(value: timedelta) -> str:
+    """The compact form a plan is written in: `36h`, `90s`, `1.5s`; parse_duration reads it back."""
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m", "s"):
+        count = seconds / _UNIT_SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+
+
+class Precision(StrEnum):
+    """Numeric precision a workload computes in."""
+
+    FP64 = "fp64"
+    FP32 = "fp32"
+    TF32 = "tf32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8 = "fp8"
+    INT8 = "int8"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceSelector(_Strict):
+    """Which devices a campaign takes: real ones by vendor/model/node, or `simulated: N`."""
+
+    vendor: str | None = Field(default=None, description="e.g. nvidia, huawei, cpu")
+    model: str | None = Field(default=None, description="substring of the model name, e.g. H200")
+    count: int | None = Field(default=None, ge=1, description="how many; all that match when omitted")
+    nodes: list[str] | None = Field(default=None, min_length=1, description="only these node names")
+    simulated: int | None = Field(default=None, ge=1, description="take N simulated accelerators")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DeviceSelector:
+        if self.simulated is not None and (self.vendor or self.model or self.count is not None):
+            raise ValueError("use either `simulated: N` or vendor/model/count, not both")
+        if self.simulated is None and not (self.vendor or self.model or self.nodes):
+            raise ValueError("name a vendor, a model, nodes, or `simulated: N`")
+        return self
+
+    @property
+    def wanted(self) -> int | None:
+        """Number of devices asked for; None means every match."""
+        return self.simulated if self.simulated is not None else self.count
+
+
+class WorkloadSpec(_Strict):
+    """One entry of the workload mix."""
+
+    name: str = Field(description="a registered workload, e.g. gemm or train")
+    weight: float = Field(default=1.0, gt=0, description="share of rotation slots")
+    duty_cycle: float = Field(default=1.0, gt=0, le=1, description="fraction of each interval under load")
+    precision: Precision = Precision.FP32
+    batch_size: int = Field(default=64, ge=1, le=1_048_576)
+    params: dict[str, Any] = Field(default_factory=dict, description="workload-specific settings")
+
+    @field_validator("name")
+    @classmethod
+    def _known_workload(cls, name: str) -> str:
+        from soak.workloads.registry import workload_names
+
+        known = workload_names()
+        if name not in known:
+            raise ValueError(f"unknown workload {name!r}; known: {', '.join(sorted(known))}")
+        return name
+
+    @model_validator(mode="after")
+    def _params_fit_workload(self) -> WorkloadSpec:
+        from soak.workloads.registry import load_workload
+
+        load_workload(self.name).Params.model_validate(self.params)
+        return self
+
+
+class _FaultBase(_Strict):
+    device: str = Field(pattern=r"^sim\d+$", description="simulated device name, e.g. sim3")
+    start: Duration = Field(default=timedelta(0), description="campaign time at which the fault begins")
+
+    @field_validator("start")
+    @classmethod
+    def _not_negative(cls, start: timedelta) -> timedelta:
+        if start < timedelta(0):
+            raise ValueError("must not be negative")
+        return start
+
+
+class MemoryLeakFault(_FaultBase):
+    """Memory that grows and is never freed: in the worker's host RSS or in device memory."""
+
+    kind: Literal["memory_leak"]
+    target: Literal["host", "device"] = "device"
+    rate_mib_per_hour: float = Field(gt=0)
+
+
+class ThroughputDecayFault(_FaultBase):
+    """Throughput that quietly falls by a percentage of its initial value each hour."""
+
+    kind: Literal["throughput_decay"]
+    rate_percent_per_hour: float = Field(gt=0, le=100_000)
+
+
+class ThermalRunawayFault(_FaultBase):
+    """Cooling that degrades: temperature climbs until the device throttles."""
+
+    kind: Literal["thermal_runaway"]
+    rate_c_per_minute: float = Field(gt=0, le=60)
+
+
+class DriverErrorFault(_FaultBase):
+    """Driver errors (NVIDIA XID codes) arriving as a Poisson process."""
+
+    kind: Literal["driver_errors"]
+    xid: int = Field(default=79, ge=1, le=999)
+    rate_per_hour: float = Field(gt=0)
+
+
+class HangFault(_FaultBase):
+    """The device stops making progress once, at `start`, until its worker is restarted."""
+
+    kind: Literal["hang"]
+
+
+class SilentDataCorruptionFault(_FaultBase):
+    """Results that are wrong without any error, as a Poisson process."""
+
+    kind: Literal["sdc"]
+    rate_per_hour: float = Field(gt=0)
+
+
+Fault = Annotated[
+    MemoryLeakFault
+    | ThroughputDecayFault
+    | ThermalRunawayFault
+    | DriverErrorFault
+    | HangFault
+    | SilentDataCorruptionFault,
+    Field(discriminator="kind"),
+]
+
+
+class DriverErrorLimits(_Strict):
+    """Driver errors tolerated per severity over the whole campaign."""
+
+    warn: int = Field(default=10, ge=0)
+    fail: int = Field(default=0, ge=0)
+
+
+class Acceptance(_Strict):
+    """Pass/fail criteria and detector sensitivity."""
+
+    max_leak_rate_mib_per_hour: float = Field(default=64.0, gt=0)
+    min_leak_growth_mib: float = Field(default=32.0, ge=0, description="less total growth is never a leak")
+    min_sustained_throughput_ratio: float = Field(default=0.95, gt=0, le=1)
+    max_throttle_residency: float = Field(default=0.5, ge=0, le=1)
+    max_driver_errors: DriverErrorLimits = DriverErrorLimits()
+    max_sdc_events: int = Field(default=0, ge=0)
+    significance: float = Field(default=0.001, gt=0, lt=0.5, description="p-value a trend must beat")
+
+
+class Plan(_Strict):
+    """A soak campaign: what to run, on which devices, for how long, and what counts as a pass."""
+
+    name: str = Field(min_length=1, max_length=120, pattern=r"^[\w .:+-]+$")
+    description: str = Field(default="", max_length=4000)
+    duration: Duration
+    sample_interval: Duration = timedelta(seconds=1)
+    warmup: Duration = timedelta(seconds=60)
+    rotation: Duration = Field(default=timedelta(minutes=5), description="length of one workload-mix slot")
+    devices: list[DeviceSelector] = Field(min_length=1)
+    workloads: list[WorkloadSpec] = Field(min_length=1)
+    faults: list[Fault] = Field(default_factory=list)
+    acceptance: Acceptance = Acceptance()
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("devices", "workloads", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("duration", "sample_interval", "rotation")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive, e.g. 90s, 30m, 36h or 14d")
+        return value
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup_not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_times(self) -> Plan:
+        if self.warmup >= self.duration:
+            raise ValueError(f"warmup ({self.warmup}) must be shorter than duration ({self.duration})")
+        if self.sample_interval * 10 > self.duration - self.warmup:
+            raise ValueError("sample_interval must fit at least 10 samples after warm-up; shorten it")
+        return self
+
+    @property
+    def simulated_devices(self) -> int:
+        """Total simulated devices the plan asks for."""
+        return sum(selector.simulated or 0 for selector in self.devices)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON form; identifies the plan in reports."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PlanError(ValueError):
+    """A plan that cannot be used; `problems` holds one `field.path: what is wrong` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid plan:\n" + "\n".join(f"  {line}" for line in problems))
+        self.problems = problems
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as `workloads[1].precision`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "(plan)"
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One `field.path: what is wrong` line per problem, with the rejected input where it helps."""
+    lines: list[str] = []
+    for item in error.errors(include_url=False):
+        loc = tuple(part for part in item["loc"] if not _is_union_tag(part))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "enum":
+            expected = item.get("ctx", {}).get("expected", "")
+            message = f"{item['input']!r} is not one of {expected}"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling against the plan reference"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        lines.append(f"{field_path(loc)}: {message}")
+    return lines
+
+
+def _is_union_tag(part: int | str) -> bool:
+    return isinstance(part, str) and part in {
+        "memory_leak",
+        "throughput_decay",
+        "thermal_runaway",
+        "driver_errors",
+        "hang",
+        "sdc",
+    }
+
+
+def parse_plan(data: Any) -> Plan:
+    """Validate a plan given as a mapping; raise PlanError naming every bad field."""
+    if not isinstance(data, dict):
+        raise PlanError(["(plan): expected a mapping of fields such as name, duration, devices, workloads"])
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as error:
+        raise PlanError(describe_errors(error)) from None
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan from a YAML or JSON file."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise PlanError([f"(file): cannot read {path}: {error.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PlanError([f"(file): {path} is not valid YAML or JSON: {error}"]) from None
+    return parse_plan(data)

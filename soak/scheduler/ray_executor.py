@@ -1,0 +1,134 @@
+"""Workers as Ray actors, each holding its device's Ray resource (GPU, NPU, SOAK_SIM...)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from soak.nodes.service import PlacementError
+from soak.scheduler.executor import WorkerPoll
+from soak.scheduler.spec import Segment, WorkerSpec
+from soak.scheduler.worker import DeviceWorker
+from soak.workloads.registry import load_backend
+
+log = logging.getLogger(__name__)
+HEARTBEAT_TIMEOUT_S = 5.0
+
+
+def node_resource(node_name: str) -> str:
+    """The custom resource a Ray node carries to say which soak node it is (set by deploy scripts and tests)."""
+    return f"soak_node_{node_name}"
+
+
+class RayWorkerHandle:
+    """A DeviceWorker living in a Ray actor (threaded, so heartbeats answer while a slot runs)."""
+
+    def __init__(self, actor: Any) -> None:
+        import ray
+
+        self._ray = ray
+        self._actor = actor
+        self._segment_ref: Any = None
+        self._heartbeat_ref: Any = None
+        self._last_progress_s: float | None = None
+
+    def start_segment(self, segment: Segment) -> None:
+        self._segment_ref = self._actor.run_segment.remote(segment)
+
+    def poll(self) -> WorkerPoll:
+        ray = self._ray
+        try:
+            if self._heartbeat_ref is None:
+                self._heartbeat_ref = self._actor.heartbeat.remote()
+            ready, _ = ray.wait([self._heartbeat_ref], timeout=0)
+            if ready:
+                self._last_progress_s = ray.get(self._heartbeat_ref)
+                self._heartbeat_ref = None
+            finished = None
+            if self._segment_ref is not None:
+                ready, _ = ray.wait([self._segment_ref], timeout=0)
+                if ready:
+                    finished = ray.get(self._segment_ref)
+                    self._segment_ref = None
+        except ray.exceptions.RayError as error:
+            return WorkerPoll(alive=False, last_progress_s=self._last_progress_s, error=_first_line(error))
+        return WorkerPoll(alive=True, last_progress_s=self._last_progress_s, finished=finished)
+
+    def interrupt(self) -> None:
+        self._actor.interrupt.remote()
+
+    def kill(self) -> None:
+        self._ray.kill(self._actor, no_restart=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+class RayExecutor:
+    """Joins the cluster at `address`, or starts a local one on loopback."""
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None, local_sim_slots: int) -> None:
+        import ray
+
+        # Ray would otherwise advertise the machine's external address; soak keeps its traffic on loopback.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        self._ray = ray
+        self._owns_cluster = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=os.cpu_count() or 1,
+                    resources={"SOAK_SIM": float(local_sim_slots)},
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    object_store_memory=128 * 1024 * 1024,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+                self._owns_cluster = True
+        self._actor_class = ray.remote(max_concurrency=4, max_restarts=0)(DeviceWorker)
+
+    def _demands(self, spec: WorkerSpec) -> dict[str, float]:
+        backend = load_backend(spec.backend)
+        demands: dict[str, float] = {"CPU": backend.cpus_per_worker}
+        if backend.ray_resource is not None:
+            demands[backend.ray_resource] = 1.0
+        pin = node_resource(spec.node_name)
+        if pin in self._ray.cluster_resources():
+            demands[pin] = 0.001
+        return demands
+
+    def ensure_capacity(self, specs: Sequence[WorkerSpec]) -> None:
+        needed: Counter[str] = Counter()
+        for spec in specs:
+            needed.update(self._demands(spec))
+        available = self._ray.cluster_resources()
+        short = [
+            f"{resource}: needs {amount:g}, cluster has {available.get(resource, 0):g}"
+            for resource, amount in sorted(needed.items())
+            if amount > available.get(resource, 0) + 1e-9
+        ]
+        if short:
+            raise PlacementError(
+                "the Ray cluster cannot place every worker (" + "; ".join(short) + "); add nodes that offer "
+                "these resources (ray start --resources) or ask for fewer devices"
+            )
+
+    def spawn(self, spec: WorkerSpec) -> RayWorkerHandle:
+        demands = self._demands(spec)
+        cpus = demands.pop("CPU")
+        actor = self._actor_class.options(num_cpus=cpus, resources=demands).remote(spec)
+        return RayWorkerHandle(actor)
+
+    def shutdown(self) -> None:
+        if self._owns_cluster and self._ray.is_initialized():
+            self._ray.shutdown()

@@ -1,0 +1,44 @@
+"""The workload mix: which entry of the plan runs on which device in which slot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from soak.plan import WorkloadSpec
+
+
+def weighted_order(workloads: Sequence[WorkloadSpec], *, slots: int = 0) -> list[int]:
+    """Smooth weighted round robin: indices of workloads, each appearing in proportion to its weight."""
+    total = sum(w.weight for w in workloads)
+    length = slots or max(len(workloads), min(64, round(total / min(w.weight for w in workloads))))
+    credit = [0.0] * len(workloads)
+    order: list[int] = []
+    for _ in range(length):
+        for index, workload in enumerate(workloads):
+            credit[index] += workload.weight
+        chosen = max(range(len(workloads)), key=lambda index: credit[index])
+        credit[chosen] -= total
+        order.append(chosen)
+    return order
+
+
+class Rotation:
+    """Slot k on device d runs order[(k + d) % len(order)], so devices run different workloads at once."""
+
+    def __init__(self, workloads: Sequence[WorkloadSpec], *, rotation_s: float, start_s: float) -> None:
+        self._workloads = list(workloads)
+        self._order = weighted_order(self._workloads)
+        self._rotation_s = rotation_s
+        self._start_s = start_s
+
+    def slot_at(self, now_s: float) -> int:
+        """The slot number that contains `now_s`."""
+        return int(max(0.0, now_s - self._start_s) // self._rotation_s)
+
+    def slot_end_s(self, slot: int) -> float:
+        """When slot `slot` ends."""
+        return self._start_s + (slot + 1) * self._rotation_s
+
+    def workload(self, *, slot: int, device_position: int) -> WorkloadSpec:
+        """The plan entry device number `device_position` runs in `slot`."""
+        return self._workloads[self._order[(slot + device_position) % len(self._order)]]

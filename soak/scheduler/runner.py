@@ -1,0 +1,306 @@
+"""One campaign from start to end: place workers, rotate the mix, watch heartbeats, restart, detect, finish."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from soak.analysis.engine import run_detection
+from soak.campaigns import service as campaigns
+from soak.campaigns.models import CampaignCommand, CampaignState
+from soak.config import Settings
+from soak.db import session_scope
+from soak.nodes import service as nodes
+from soak.nodes.models import Device, Node
+from soak.nodes.service import PlacementError
+from soak.plan import Plan, parse_plan
+from soak.scheduler.executor import Executor, WorkerHandle
+from soak.scheduler.rotation import Rotation
+from soak.scheduler.spec import Segment, WorkerSpec
+from soak.telemetry import service as telemetry
+
+log = logging.getLogger(__name__)
+
+STARTUP_GRACE_S = 90.0  # a new worker imports torch and opens its device before its first heartbeat
+CRASH_LOOP_WINDOW_S = 600.0
+CRASH_LOOP_RESTARTS = 5
+REPORT_SETTLE_S = 3.0  # agents deliver their last reports before the final detection
+
+
+@dataclass
+class _Slot:
+    """The scheduler's view of one device's worker."""
+
+    device_id: int
+    node_id: int
+    position: int
+    spec: WorkerSpec
+    handle: WorkerHandle | None = None
+    spawned_s: float = 0.0
+    run_id: int | None = None
+    run_started_s: float = 0.0
+    restarts_s: list[float] = field(default_factory=list)
+    next_restart_s: float = 0.0
+    retired: bool = False
+
+
+class CampaignRunner:
+    """Drives one campaign in its own thread; every decision is stored as state, runs and events."""
+
+    def __init__(
+        self, *, campaign_id: int, sessions: sessionmaker[Session], executor: Executor, settings: Settings
+    ) -> None:
+        self.campaign_id = campaign_id
+        self._sessions = sessions
+        self._executor = executor
+        self._settings = settings
+        self._slots: list[_Slot] = []
+
+    def run(self) -> None:
+        """Run to the end; any failure ends the campaign as failed with the reason, never silently."""
+        try:
+            self._run()
+        except PlacementError as error:
+            self._fail(str(error))
+        except Exception as error:
+            log.exception("campaign %s failed", self.campaign_id)
+            self._fail(f"scheduler error: {type(error).__name__}: {error}")
+        finally:
+            for slot in self._slots:
+                if slot.handle is not None:
+                    slot.handle.kill()
+            with session_scope(self._sessions) as session:
+                nodes.release(session=session, campaign_id=self.campaign_id)
+
+    def _fail(self, reason: str) -> None:
+        with session_scope(self._sessions) as session:
+            campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
+            if not CampaignState(campaign.state).finished:
+                campaigns.set_state(
+                    session=session, campaign=campaign, state=CampaignState.FAILED, reason=reason
+                )
+
+    def _place(self, plan: Plan) -> list[tuple[Device, Node]]:
+        give_up_s = time.time() + self._settings.placement_wait_s
+        while True:
+            with session_scope(self._sessions) as session:
+                try:
+                    chosen = nodes.select_devices(session=session, selectors=plan.devices)
+                except PlacementError:
+                    if time.time() >= give_up_s:
+                        raise
+                else:
+                    nodes.reserve(session=session, devices=chosen, campaign_id=self.campaign_id)
+                    by_node = {node.id: node for node in nodes.list_nodes(session=session)}
+                    return [(device, by_node[device.node_id]) for device in chosen]
+            time.sleep(1.0)
+
+    def _run(self) -> None:
+        with session_scope(self._sessions) as session:
+            plan = parse_plan(campaigns.get_campaign(session=session, campaign_id=self.campaign_id).plan)
+        placed = self._place(plan)
+        missing = {fault.device for fault in plan.faults} - {device.name for device, _ in placed}
+        if missing:
+            raise PlacementError(
+                f"faults: device(s) {', '.join(sorted(missing))} are not among the campaign's devices "
+                f"({', '.join(device.name for device, _ in placed)}); name one of those"
+            )
+        start_s = time.time()
+        faults = tuple(fault.model_dump(mode="json") for fault in plan.faults)
+        for position, (device, node) in enumerate(placed):
+            spec = WorkerSpec(
+                campaign_id=self.campaign_id,
+                campaign_start_s=start_s,
+                device_name=device.name,
+                backend=device.backend,
+                device_index=device.index,
+                node_name=node.name,
+                inbox_dir=node.inbox_dir,
+                sim_state_dir=node.sim_state_dir,
+                sample_interval_s=plan.sample_interval.total_seconds(),
+                seed=plan.seed,
+                faults=faults,
+            )
+            self._slots.append(_Slot(device_id=device.id, node_id=node.id, position=position, spec=spec))
+        self._executor.ensure_capacity([slot.spec for slot in self._slots])
+        with session_scope(self._sessions) as session:
+            campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
+            campaigns.set_state(session=session, campaign=campaign, state=CampaignState.RUNNING)
+        for slot in self._slots:
+            self._spawn(slot, start_s)
+        self._loop(plan, start_s)
+
+    def _loop(self, plan: Plan, start_s: float) -> None:
+        rotation = Rotation(plan.workloads, rotation_s=plan.rotation.total_seconds(), start_s=start_s)
+        end_s = start_s + plan.duration.total_seconds()
+        paused_since_s: float | None = None
+        paused_total_s = 0.0
+        next_detect_s = start_s + self._settings.detect_interval_s
+        final = CampaignState.COMPLETED
+        while True:
+            now_s = time.time()
+            with session_scope(self._sessions) as session:
+                command = campaigns.take_command(session=session, campaign_id=self.campaign_id)
+                campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
+                if command is CampaignCommand.STOP:
+                    final = CampaignState.STOPPED
+                    break
+                if command is CampaignCommand.PAUSE and paused_since_s is None:
+                    paused_since_s = now_s
+                    for slot in self._slots:
+                        if slot.handle is not None:
+                            slot.handle.interrupt()
+                    campaigns.set_state(
+                        session=session,
+                        campaign=campaign,
+                        state=CampaignState.PAUSED,
+                        paused_s=paused_total_s,
+                    )
+                if command is CampaignCommand.RESUME and paused_since_s is not None:
+                    paused_total_s += now_s - paused_since_s
+                    end_s += now_s - paused_since_s
+                    paused_since_s = None
+                    campaigns.set_state(
+                        session=session,
+                        campaign=campaign,
+                        state=CampaignState.RUNNING,
+                        paused_s=paused_total_s,
+                    )
+            if paused_since_s is None and now_s >= end_s:
+                break
+            for slot in self._slots:
+                self._tend(slot, now_s=now_s, dispatch=paused_since_s is None, rotation=rotation, end_s=end_s)
+            if now_s >= next_detect_s:
+                self._detect(plan, start_s)
+                next_detect_s = now_s + self._settings.detect_interval_s
+            time.sleep(self._settings.supervisor_tick_s)
+        if paused_since_s is not None:
+            paused_total_s += time.time() - paused_since_s
+        self._finish(plan, start_s, final, paused_total_s)
+
+    def _spawn(self, slot: _Slot, now_s: float) -> None:
+        slot.handle = self._executor.spawn(slot.spec)
+        slot.spawned_s = now_s
+
+    def _tend(self, slot: _Slot, *, now_s: float, dispatch: bool, rotation: Rotation, end_s: float) -> None:
+        if slot.retired:
+            return
+        if slot.handle is None:
+            if now_s >= slot.next_restart_s:
+                self._spawn(slot, now_s)
+            return
+        poll = slot.handle.poll()
+        if poll.finished is not None:
+            self._close_run(slot, poll.finished)
+        if not poll.alive:
+            self._replace(
+                slot,
+                now_s,
+                kind="worker_died",
+                message=f"worker of {slot.spec.device_name} died: {poll.error}",
+            )
+            return
+        if slot.run_id is not None:
+            last_sign_of_life_s = max(
+                poll.last_progress_s or 0.0, slot.run_started_s, slot.spawned_s + STARTUP_GRACE_S
+            )
+            if now_s - last_sign_of_life_s > self._settings.hang_timeout_s:
+                self._replace(
+                    slot,
+                    now_s,
+                    kind="worker_hang",
+                    message=f"worker of {slot.spec.device_name} made no progress for "
+                    f"{now_s - max(poll.last_progress_s or 0.0, slot.run_started_s):.0f} s",
+                )
+            return
+        if dispatch and now_s < end_s - 0.5:
+            number = rotation.slot_at(now_s)
+            workload = rotation.workload(slot=number, device_position=slot.position)
+            until_s = min(rotation.slot_end_s(number), end_s)
+            with session_scope(self._sessions) as session:
+                slot.run_id = campaigns.start_run(
+                    session=session,
+                    campaign_id=self.campaign_id,
+                    device_id=slot.device_id,
+                    workload=workload.name,
+                    started_s=now_s,
+                )
+            slot.run_started_s = now_s
+            slot.handle.start_segment(
+                Segment(workload=workload.model_dump(mode="json"), until_s=until_s, run_id=slot.run_id)
+            )
+
+    def _close_run(self, slot: _Slot, summary: dict[str, object]) -> None:
+        if slot.run_id is None:
+            return
+        clean = {key: value for key, value in summary.items() if isinstance(value, str | int | float)}
+        with session_scope(self._sessions) as session:
+            campaigns.finish_run(session=session, run_id=slot.run_id, ended_s=time.time(), summary=clean)
+        slot.run_id = None
+
+    def _replace(self, slot: _Slot, now_s: float, *, kind: str, message: str) -> None:
+        """Record what went wrong, end the worker, and restart it with backoff unless it crash-loops."""
+        if slot.handle is not None:
+            slot.handle.kill()
+        slot.handle = None
+        self._close_run(slot, {"error": kind})
+        slot.restarts_s = [t for t in slot.restarts_s if now_s - t < CRASH_LOOP_WINDOW_S] + [now_s]
+        with session_scope(self._sessions) as session:
+            telemetry.record_event(
+                session=session,
+                campaign_id=self.campaign_id,
+                device_id=slot.device_id,
+                node_id=slot.node_id,
+                time_s=now_s,
+                kind=kind,
+                severity="warning",
+                message=message,
+            )
+            if len(slot.restarts_s) > CRASH_LOOP_RESTARTS:
+                slot.retired = True
+                telemetry.record_event(
+                    session=session,
+                    campaign_id=self.campaign_id,
+                    device_id=slot.device_id,
+                    node_id=slot.node_id,
+                    time_s=now_s,
+                    kind="worker_crash_loop",
+                    severity="critical",
+                    message=f"{slot.spec.device_name} failed {len(slot.restarts_s)} times in "
+                    f"{CRASH_LOOP_WINDOW_S / 60:.0f} min; no more restarts, the campaign goes on without it",
+                )
+                return
+        slot.next_restart_s = now_s + min(60.0, 2.0 ** (len(slot.restarts_s) - 1))
+
+    def _detect(self, plan: Plan, start_s: float) -> None:
+        try:
+            with session_scope(self._sessions) as session:
+                run_detection(session=session, campaign_id=self.campaign_id, plan=plan, start_s=start_s)
+        except Exception:
+            log.exception("detection failed for campaign %s; will retry", self.campaign_id)
+
+    def _finish(self, plan: Plan, start_s: float, final: CampaignState, paused_total_s: float) -> None:
+        for slot in self._slots:
+            if slot.handle is not None:
+                slot.handle.interrupt()
+        wait_until_s = time.time() + 2 * plan.sample_interval.total_seconds() + 5.0
+        while time.time() < wait_until_s and any(slot.run_id is not None for slot in self._slots):
+            for slot in self._slots:
+                if slot.handle is not None and slot.run_id is not None:
+                    poll = slot.handle.poll()
+                    if poll.finished is not None or not poll.alive:
+                        self._close_run(slot, poll.finished or {"error": "ended with the campaign"})
+            time.sleep(0.2)
+        for slot in self._slots:
+            self._close_run(slot, {"error": "ended with the campaign"})
+            if slot.handle is not None:
+                slot.handle.kill()
+                slot.handle = None
+        time.sleep(REPORT_SETTLE_S)
+        self._detect(plan, start_s)
+        with session_scope(self._sessions) as session:
+            campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
+            campaigns.set_state(session=session, campaign=campaign, state=final, paused_s=paused_total_s)

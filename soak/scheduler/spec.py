@@ -1,0 +1,32 @@
+"""What the scheduler hands a worker: the device it owns and, slot by slot, what to run until when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs to drive one device for one campaign."""
+
+    campaign_id: int
+    campaign_start_s: float
+    device_name: str
+    backend: str
+    device_index: int
+    node_name: str
+    inbox_dir: str
+    sim_state_dir: str
+    sample_interval_s: float
+    seed: int
+    faults: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One rotation slot: run this workload entry of the plan until `until_s` (epoch seconds)."""
+
+    workload: dict[str, Any]
+    until_s: float
+    run_id: int

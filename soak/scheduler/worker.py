@@ -1,0 +1,136 @@
+"""The worker that owns one device: runs rotation slots interval by interval and reports to its node agent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.inbox import WorkerReport, write_report
+from soak.plan import WorkloadSpec
+from soak.scheduler.spec import Segment, WorkerSpec
+from soak.workloads.base import IntervalResult, Workload
+from soak.workloads.registry import load_backend, load_workload
+
+log = logging.getLogger(__name__)
+
+
+class DeviceWorker:
+    """Long-lived per device; the executor (a Ray actor or a local process) calls run_segment repeatedly."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self._spec = spec
+        self._device = load_backend(spec.backend).open(spec)
+        self._inbox_dir = Path(spec.inbox_dir)
+        self._progress_s = time.time()
+        self._interrupt = threading.Event()
+
+    def heartbeat(self) -> float:
+        """Epoch seconds of the last completed interval (or of start-up)."""
+        return self._progress_s
+
+    def interrupt(self) -> None:
+        """End the current slot at the next interval boundary."""
+        self._interrupt.set()
+
+    def run_segment(self, segment: Segment) -> dict[str, Any]:
+        """Run one workload until the slot ends; return a summary for the workload-run record."""
+        self._interrupt.clear()
+        spec = WorkloadSpec.model_validate(segment.workload)
+        workload = load_workload(spec.name)(spec)
+        try:
+            self._device.prepare(workload)
+        except Exception as error:
+            self._report_events(
+                [self._event("workload_error", "warning", f"{spec.name} could not start: {error}")]
+            )
+            self._idle_until(segment.until_s)
+            return {"workload": spec.name, "error": f"{type(error).__name__}: {error}"}
+        intervals, units, sdc, errors = 0, 0.0, 0, 0
+        interval_s = self._spec.sample_interval_s
+        try:
+            while not self._interrupt.is_set() and time.time() < segment.until_s - interval_s * 0.1:
+                end_s = min(time.time() + interval_s, segment.until_s)
+                result = self._device.run_interval(workload, end_s=end_s)
+                self._report_interval(workload, result)
+                intervals += 1
+                units += result.work_units
+                sdc += result.sdc_mismatches
+                errors += len(result.errors)
+                self._progress_s = time.time()
+        finally:
+            self._device.teardown(workload)
+        return {
+            "workload": spec.name,
+            "unit": workload.unit,
+            "intervals": intervals,
+            "work_units": units,
+            "sdc_mismatches": sdc,
+            "errors": errors,
+        }
+
+    def _idle_until(self, until_s: float) -> None:
+        while not self._interrupt.is_set() and time.time() < until_s:
+            time.sleep(min(self._spec.sample_interval_s, max(0.0, until_s - time.time())))
+            self._progress_s = time.time()
+
+    def _report_interval(self, workload: Workload, result: IntervalResult) -> None:
+        device = self._spec.device_name
+        samples = [
+            {
+                "time_s": result.end_s,
+                "device": device,
+                "metric": f"throughput.{workload.name}",
+                "value": result.units_per_s,
+            },
+            {
+                "time_s": result.end_s,
+                "device": device,
+                "metric": "worker.busy_ratio",
+                "value": result.busy_s / max(result.end_s - result.start_s, 1e-9),
+            },
+        ]
+        events = [
+            self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors
+        ]
+        if result.sdc_mismatches:
+            events.append(
+                self._event(
+                    "sdc",
+                    "critical",
+                    f"{workload.name} produced {result.sdc_mismatches} wrong result(s) without any error",
+                )
+            )
+        write_report(
+            self._inbox_dir,
+            WorkerReport(
+                campaign_id=self._spec.campaign_id,
+                device=device,
+                pid=os.getpid(),
+                samples=samples,
+                events=events,
+            ),
+        )
+
+    def _report_events(self, events: list[dict[str, Any]]) -> None:
+        write_report(
+            self._inbox_dir,
+            WorkerReport(
+                campaign_id=self._spec.campaign_id,
+                device=self._spec.device_name,
+                pid=os.getpid(),
+                events=events,
+            ),
+        )
+
+    def _event(self, kind: str, severity: str, message: str) -> dict[str, Any]:
+        return {
+            "time_s": time.time(),
+            "device": self._spec.device_name,
+            "kind": kind,
+            "severity": severity,
+            "message": message,
+        }

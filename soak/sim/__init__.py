@@ -1,0 +1,1 @@
+"""Simulated accelerators with plausible physics and injected faults, for campaigns without hardware."""

@@ -1,0 +1,57 @@
+"""Telemetry tables: the narrow sample table, driver/worker events, and ingested batch ids."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from soak.db import Base, BigId, UtcDateTime, utcnow
+
+
+class Sample(Base):
+    """One value of one metric at one time, for a device or (device_id NULL) for its node."""
+
+    __tablename__ = "sample"
+    __table_args__ = (
+        Index("ix_sample_campaign_device_metric_time", "campaign_id", "device_id", "metric", "time_s"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    node_id: Mapped[int] = mapped_column(ForeignKey("node.id", ondelete="CASCADE"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(96))
+    time_s: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    """Something that happened: a driver error, a crash, a hang, a lost node; the raw text is kept."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_campaign_time", "campaign_id", "time_s"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("node.id", ondelete="CASCADE"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"))
+    time_s: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    code: Mapped[int | None] = mapped_column(Integer, default=None)
+    message: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text, default="")
+
+
+class IngestedBatch(Base):
+    """A telemetry batch id already stored, so that a retried batch is stored once."""
+
+    __tablename__ = "ingested_batch"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("node.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    samples: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)

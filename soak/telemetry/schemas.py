@@ -1,0 +1,73 @@
+"""Telemetry as it travels: worker reports, agent batches, and the ingest answer."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+METRIC_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
+Severity = Literal["info", "warning", "critical"]
+
+
+class SampleIn(BaseModel):
+    """One value of one metric, for a device or (device omitted) for the node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_s: float = Field(gt=0, description="epoch seconds")
+    device: str | None = Field(default=None, pattern=NAME_PATTERN)
+    metric: str = Field(pattern=METRIC_PATTERN, max_length=96)
+    value: float
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number; drop the sample instead of sending NaN or infinity")
+        return value
+
+
+class EventIn(BaseModel):
+    """A discrete occurrence: driver error, worker crash or hang, SDC, unsupported op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_s: float = Field(gt=0)
+    device: str | None = Field(default=None, pattern=NAME_PATTERN)
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    severity: Severity = "info"
+    code: int | None = None
+    message: str = Field(max_length=4000)
+    raw: str = Field(default="", max_length=16000)
+
+
+class TelemetryBatch(BaseModel):
+    """What an agent sends: items are validated one by one so that one bad sample loses nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str = Field(pattern=r"^[A-Za-z0-9-]{8,64}$", description="client-chosen; a retry reuses it")
+    node: str = Field(pattern=NAME_PATTERN)
+    campaign_id: int | None = None
+    samples: list[dict[str, object]] = Field(default_factory=list, max_length=200_000)
+    events: list[dict[str, object]] = Field(default_factory=list, max_length=20_000)
+
+
+class Rejected(BaseModel):
+    """An item of a batch that was not stored, and why."""
+
+    field: str
+    problem: str
+
+
+class IngestResult(BaseModel):
+    """How much of a batch was stored."""
+
+    batch_id: str
+    duplicate: bool
+    samples_stored: int
+    events_stored: int
+    rejected: list[Rejected]

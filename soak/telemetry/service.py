@@ -1,0 +1,196 @@
+"""Telemetry ingest (idempotent by batch id, item by item) and the queries detectors use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from soak.analysis.series import Series
+from soak.nodes.models import Device, Node
+from soak.plan import field_path
+from soak.telemetry.models import Event, IngestedBatch, Sample
+from soak.telemetry.schemas import EventIn, IngestResult, Rejected, SampleIn, TelemetryBatch
+
+
+ItemT = TypeVar("ItemT", bound=BaseModel)
+
+
+class UnknownNode(LookupError):
+    """A batch from a node that never registered."""
+
+
+def _validate_items(
+    items: Sequence[dict[str, object]], model: type[ItemT], field: str, rejected: list[Rejected]
+) -> list[ItemT]:
+    valid: list[ItemT] = []
+    for position, item in enumerate(items):
+        try:
+            valid.append(model.model_validate(item))
+        except ValidationError as error:
+            for problem in error.errors(include_url=False):
+                where = field_path((field, position, *problem["loc"]))
+                rejected.append(
+                    Rejected(field=where, problem=str(problem["msg"]).removeprefix("Value error, "))
+                )
+    return valid
+
+
+def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
+    """Store what is valid in a batch once; a batch id seen before stores nothing again."""
+    node = session.scalar(select(Node).where(Node.name == batch.node))
+    if node is None:
+        raise UnknownNode(
+            f"node: {batch.node!r} is not registered; the agent must PUT /api/v1/nodes/{{name}} first"
+        )
+    if session.get(IngestedBatch, batch.batch_id) is not None:
+        return IngestResult(
+            batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[]
+        )
+
+    rejected: list[Rejected] = []
+    samples = _validate_items(batch.samples, SampleIn, "samples", rejected)
+    events = _validate_items(batch.events, EventIn, "events", rejected)
+    devices = {
+        device.name: device for device in session.scalars(select(Device).where(Device.node_id == node.id))
+    }
+    node_campaign = next((d.campaign_id for d in devices.values() if d.campaign_id is not None), None)
+
+    def resolve(device_name: str | None, field: str) -> tuple[bool, int | None, int | None]:
+        if device_name is None:
+            return True, None, batch.campaign_id or node_campaign
+        device = devices.get(device_name)
+        if device is None:
+            rejected.append(
+                Rejected(
+                    field=f"{field}.device", problem=f"{device_name!r} is not a device of node {node.name!r}"
+                )
+            )
+            return False, None, None
+        return True, device.id, batch.campaign_id or device.campaign_id
+
+    sample_rows = []
+    for position, sample in enumerate(samples):
+        ok, device_id, campaign_id = resolve(sample.device, f"samples[{position}]")
+        if ok:
+            sample_rows.append(
+                {
+                    "campaign_id": campaign_id,
+                    "node_id": node.id,
+                    "device_id": device_id,
+                    "metric": sample.metric,
+                    "time_s": sample.time_s,
+                    "value": sample.value,
+                }
+            )
+    event_rows = []
+    for position, event in enumerate(events):
+        ok, device_id, campaign_id = resolve(event.device, f"events[{position}]")
+        if ok:
+            event_rows.append(
+                {
+                    "campaign_id": campaign_id,
+                    "node_id": node.id,
+                    "device_id": device_id,
+                    "time_s": event.time_s,
+                    "kind": event.kind,
+                    "severity": event.severity,
+                    "code": event.code,
+                    "message": event.message,
+                    "raw": event.raw,
+                }
+            )
+    try:
+        session.add(
+            IngestedBatch(
+                batch_id=batch.batch_id, node_id=node.id, samples=len(sample_rows), events=len(event_rows)
+            )
+        )
+        session.flush()
+        if sample_rows:
+            session.execute(insert(Sample), sample_rows)
+        if event_rows:
+            session.execute(insert(Event), event_rows)
+        session.commit()
+    except IntegrityError:
+        # The same batch id arrived twice at once; the other request stored it.
+        session.rollback()
+        return IngestResult(
+            batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[]
+        )
+    return IngestResult(
+        batch_id=batch.batch_id,
+        duplicate=False,
+        samples_stored=len(sample_rows),
+        events_stored=len(event_rows),
+        rejected=rejected,
+    )
+
+
+def record_event(
+    *,
+    session: Session,
+    campaign_id: int | None,
+    device_id: int | None,
+    time_s: float,
+    kind: str,
+    severity: str,
+    message: str,
+    node_id: int | None = None,
+    raw: str = "",
+) -> None:
+    """Store an event the controller itself observed (worker died, hung, restarted)."""
+    session.add(
+        Event(
+            campaign_id=campaign_id,
+            node_id=node_id,
+            device_id=device_id,
+            time_s=time_s,
+            kind=kind,
+            severity=severity,
+            message=message,
+            raw=raw,
+        )
+    )
+    session.commit()
+
+
+def series(
+    *, session: Session, campaign_id: int, device_id: int | None, metric: str, start_s: float | None = None
+) -> Series:
+    """One metric of one device (or its node when device_id is None) over a campaign, ordered by time."""
+    statement = select(Sample.time_s, Sample.value).where(
+        Sample.campaign_id == campaign_id, Sample.metric == metric
+    )
+    statement = statement.where(
+        Sample.device_id.is_(None) if device_id is None else Sample.device_id == device_id
+    )
+    if start_s is not None:
+        statement = statement.where(Sample.time_s >= start_s)
+    rows = session.execute(statement.order_by(Sample.time_s)).all()
+    times = np.fromiter((row[0] for row in rows), dtype=np.float64, count=len(rows))
+    values = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    return Series(time_s=times, values=values)
+
+
+def device_metrics(*, session: Session, campaign_id: int, device_id: int, prefix: str) -> list[str]:
+    """Names of a device's metrics in a campaign that start with `prefix`."""
+    statement = (
+        select(Sample.metric)
+        .where(
+            Sample.campaign_id == campaign_id, Sample.device_id == device_id, Sample.metric.like(f"{prefix}%")
+        )
+        .distinct()
+    )
+    return sorted(session.scalars(statement))
+
+
+def list_events(*, session: Session, campaign_id: int, limit: int = 1000) -> list[Event]:
+    """A campaign's events, oldest first."""
+    statement = select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s).limit(limit)
+    return list(session.scalars(statement))

@@ -1,0 +1,1 @@
+"""Workloads (one file each) and the device backends they run on."""

@@ -1,0 +1,160 @@
+"""Device backends: how a worker opens its device and runs a workload interval on it."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from pydantic import TypeAdapter
+
+from soak.plan import Fault
+from soak.scheduler.spec import WorkerSpec
+from soak.sim.device import SimReading, SimSpec, SimulatedDevice
+from soak.sim.state import publish_reading
+from soak.workloads.base import IntervalResult, Workload
+
+log = logging.getLogger(__name__)
+
+_FAULTS = TypeAdapter(list[Fault])
+
+
+class OpenDevice(Protocol):
+    """A device a worker holds for the life of its process."""
+
+    def prepare(self, workload: Workload) -> None:
+        """Get the workload ready on this device."""
+
+    def run_interval(self, workload: Workload, *, end_s: float) -> IntervalResult:
+        """Load the device with the workload until `end_s`."""
+
+    def teardown(self, workload: Workload) -> None:
+        """Free what the workload held."""
+
+
+class Backend(Protocol):
+    """One device family: its Ray resource and how to open one of its devices."""
+
+    name: ClassVar[str]
+    ray_resource: ClassVar[str | None]
+    cpus_per_worker: ClassVar[float]
+
+    @classmethod
+    def open(cls, spec: WorkerSpec) -> OpenDevice:
+        """Open the device the spec names, in this worker process."""
+        ...
+
+
+def _release_host_memory() -> None:
+    """Return freed heap pages to the OS so that a worker's RSS tracks what it really holds."""
+    gc.collect()
+    libc_path = ctypes.util.find_library("c")
+    if libc_path is not None:
+        libc = ctypes.CDLL(libc_path)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+
+
+class CpuDevice:
+    """The host CPU driven by real torch kernels, one thread so it does not starve the node."""
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self._device = torch.device("cpu")
+
+    def prepare(self, workload: Workload) -> None:
+        workload.prepare(self._device)
+
+    def run_interval(self, workload: Workload, *, end_s: float) -> IntervalResult:
+        return workload.run_interval(end_s=end_s, synchronize=lambda: None)
+
+    def teardown(self, workload: Workload) -> None:
+        workload.teardown()
+        _release_host_memory()
+
+
+class CpuBackend:
+    """The CPU as a real device: always present."""
+
+    name: ClassVar[str] = "cpu"
+    ray_resource: ClassVar[str | None] = None
+    cpus_per_worker: ClassVar[float] = 1.0
+
+    @classmethod
+    def open(cls, spec: WorkerSpec) -> OpenDevice:
+        return CpuDevice()
+
+
+class SimDevice:
+    """A simulated accelerator: physics and faults from soak.sim, published where the node agent reads them."""
+
+    tick_s: ClassVar[float] = 0.25
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        now_s = time.time()
+        self._name = spec.device_name
+        self._state_dir = Path(spec.sim_state_dir)
+        self._device = SimulatedDevice(
+            SimSpec(name=spec.device_name),
+            faults=_FAULTS.validate_python(list(spec.faults)),
+            campaign_start_s=spec.campaign_start_s,
+            seed=spec.seed,
+            start_s=now_s,
+        )
+        # Bytes this process really holds for an injected host-memory leak, so the agent sees real RSS grow.
+        self._leaked: list[bytearray] = []
+        self._leaked_bytes = 0
+
+    def prepare(self, workload: Workload) -> None:
+        self._advance(workload=None, duty_cycle=0.0)
+
+    def run_interval(self, workload: Workload, *, end_s: float) -> IntervalResult:
+        result = IntervalResult(start_s=time.time(), end_s=end_s)
+        previous_s = result.start_s
+        while (now_s := time.time()) < end_s:
+            time.sleep(min(self.tick_s, end_s - now_s))
+            now_s = time.time()
+            reading = self._advance(workload=workload, duty_cycle=workload.spec.duty_cycle)
+            while reading.hung:  # a hung device makes no progress until the scheduler replaces the worker
+                time.sleep(self.tick_s)
+            result.work_units += reading.units_per_s * (now_s - previous_s)
+            result.sdc_mismatches += reading.sdc_events
+            previous_s = now_s
+        result.steps = 1
+        result.busy_s = (result.end_s - result.start_s) * workload.spec.duty_cycle
+        result.end_s = time.time()
+        return result
+
+    def teardown(self, workload: Workload) -> None:
+        self._advance(workload=None, duty_cycle=0.0)
+
+    def _advance(self, *, workload: Workload | None, duty_cycle: float) -> SimReading:
+        profile = workload.sim_profile if workload is not None else None
+        reading = self._device.advance(time.time(), profile, duty_cycle)
+        self._hold_leak(reading.host_leak_bytes)
+        publish_reading(self._state_dir, self._name, reading)
+        return reading
+
+    def _hold_leak(self, total_bytes: int) -> None:
+        missing_bytes = total_bytes - self._leaked_bytes
+        if missing_bytes > 0:
+            self._leaked.append(bytearray(b"\x01") * missing_bytes)  # written, so the pages are resident
+            self._leaked_bytes = total_bytes
+
+
+class SimulatedBackend:
+    """Simulated accelerators, placed on the custom Ray resource SOAK_SIM."""
+
+    name: ClassVar[str] = "sim"
+    ray_resource: ClassVar[str | None] = "SOAK_SIM"
+    cpus_per_worker: ClassVar[float] = 0.0
+
+    @classmethod
+    def open(cls, spec: WorkerSpec) -> OpenDevice:
+        return SimDevice(spec)

@@ -1,0 +1,96 @@
+"""The workload template: prepare() → step() until the interval ends → teardown(), results checked."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from soak.plan import WorkloadSpec
+from soak.sim.profile import SimProfile
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntervalResult:
+    """What one sample interval of one workload achieved on one device."""
+
+    start_s: float
+    end_s: float
+    work_units: float = 0.0
+    steps: int = 0
+    busy_s: float = 0.0
+    sdc_mismatches: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def units_per_s(self) -> float:
+        """Throughput over the whole interval, idle part of the duty cycle included."""
+        elapsed_s = self.end_s - self.start_s
+        return self.work_units / elapsed_s if elapsed_s > 0 else 0.0
+
+
+class WorkloadParams(BaseModel):
+    """Workload-specific settings from the plan's `params`; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Workload(ABC):
+    """A load that runs in steps on a torch device and can check its own results."""
+
+    name: ClassVar[str]
+    unit: ClassVar[str]
+    sim_profile: ClassVar[SimProfile]
+    Params: ClassVar[type[WorkloadParams]] = WorkloadParams
+    verify_every_steps: ClassVar[int] = 16
+
+    def __init__(self, spec: WorkloadSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def prepare(self, device: torch.device) -> None:
+        """Allocate inputs and compute the reference result."""
+
+    @abstractmethod
+    def step(self) -> float:
+        """Run one step (possibly asynchronously on the device); return the work units it does."""
+
+    def verify(self) -> bool:
+        """Check the latest result against the reference; False means silent data corruption."""
+        return True
+
+    def teardown(self) -> None:  # noqa: B027 - optional hook
+        """Release what prepare() allocated."""
+
+    def run_interval(self, *, end_s: float, synchronize: Callable[[], None]) -> IntervalResult:
+        """Step until the busy part of the interval is over, then idle until `end_s`."""
+        result = IntervalResult(start_s=time.time(), end_s=end_s)
+        busy_until_s = result.start_s + (end_s - result.start_s) * self.spec.duty_cycle
+        try:
+            while time.time() < busy_until_s:
+                result.work_units += self.step()
+                result.steps += 1
+                if result.steps % self.verify_every_steps == 0:
+                    synchronize()
+                    if not self.verify():
+                        result.sdc_mismatches += 1
+            synchronize()
+        except Exception as error:  # a failing step is an event, never a crash of the worker
+            log.warning("%s step failed: %s", self.name, error)
+            result.errors.append(f"{type(error).__name__}: {error}")
+        result.busy_s = time.time() - result.start_s
+        remaining_s = end_s - time.time()
+        if remaining_s > 0:
+            time.sleep(remaining_s)
+        result.end_s = time.time()
+        return result
