@@ -68,8 +68,12 @@ class Agent:
         self.settings.inbox_dir.mkdir(parents=True, exist_ok=True)
         self.settings.sim_state_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_port = serve(self.values, host=self.settings.metrics_host, port=self.settings.metrics_port)
-        log.info("agent %s: /metrics on %s:%s", self.settings.node_name, self.settings.metrics_host,
-                 self.metrics_port)
+        log.info(
+            "agent %s: /metrics on %s:%s",
+            self.settings.node_name,
+            self.settings.metrics_host,
+            self.metrics_port,
+        )
         next_s = time.time()
         while not self._stop.is_set():
             self.cycle(time.time())
@@ -83,15 +87,20 @@ class Agent:
         devices = [device for collector in self.collectors for device in collector.devices()]
         agent_url = f"http://{self.settings.metrics_host}:{self.metrics_port}" if self.metrics_port else None
         return NodeIn(
-            hostname=self.settings.node_name, agent_url=agent_url, inbox_dir=str(self.settings.inbox_dir.resolve()),
-            sim_state_dir=str(self.settings.sim_state_dir.resolve()), devices=devices,
+            hostname=self.settings.node_name,
+            agent_url=agent_url,
+            inbox_dir=str(self.settings.inbox_dir.resolve()),
+            sim_state_dir=str(self.settings.sim_state_dir.resolve()),
+            devices=devices,
         )
 
     def cycle(self, now_s: float) -> None:
         """One interval: read worker reports and collectors, queue the batches, deliver what the controller takes."""
-        reports = [(path, report) for path, report in pending_reports(self.settings.inbox_dir,
-                                                                     limit=MAX_REPORTS_PER_CYCLE)
-                   if path not in self._in_flight]
+        reports = [
+            (path, report)
+            for path, report in pending_reports(self.settings.inbox_dir, limit=MAX_REPORTS_PER_CYCLE)
+            if path not in self._in_flight
+        ]
         for _, report in reports:
             self._worker_pids[report.device] = report.pid
         collected = self._collect(now_s)
@@ -127,10 +136,16 @@ class Agent:
             merged.events.extend(collected.events)
         return merged
 
-    def _batch(self, campaign_id: int | None, samples: list[dict[str, Any]], events: list[dict[str, Any]]
-               ) -> dict[str, Any]:
-        return {"batch_id": str(uuid.uuid4()), "node": self.settings.node_name, "campaign_id": campaign_id,
-                "samples": samples, "events": events}
+    def _batch(
+        self, campaign_id: int | None, samples: list[dict[str, Any]], events: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            "batch_id": str(uuid.uuid4()),
+            "node": self.settings.node_name,
+            "campaign_id": campaign_id,
+            "samples": samples,
+            "events": events,
+        }
 
     def _enqueue(self, pending: _Pending) -> None:
         # Only collector batches are dropped when the queue is full: worker reports stay on disk until delivered.

@@ -64,17 +64,22 @@ class LatestValues(Collector):
                 family = families[name] = GaugeMetricFamily(name, f"Latest {metric}", labels=list(labels))
             family.add_metric(list(labels.values()), value)
         yield from families.values()
-        duration = GaugeMetricFamily("soak_agent_collector_duration_seconds", "Collector run time",
-                                     labels=["node", "collector"])
-        success = GaugeMetricFamily("soak_agent_collector_success", "1 when the collector's last run worked",
-                                    labels=["node", "collector"])
+        duration = GaugeMetricFamily(
+            "soak_agent_collector_duration_seconds", "Collector run time", labels=["node", "collector"]
+        )
+        success = GaugeMetricFamily(
+            "soak_agent_collector_success",
+            "1 when the collector's last run worked",
+            labels=["node", "collector"],
+        )
         for name in sorted(seconds):
             duration.add_metric([self._node, name], seconds[name])
             success.add_metric([self._node, name], 1.0 if up[name] else 0.0)
         yield duration
         yield success
-        yield GaugeMetricFamily("soak_agent_queued_batches", "Batches not yet acknowledged by the controller",
-                                value=float(queued))
+        yield GaugeMetricFamily(
+            "soak_agent_queued_batches", "Batches not yet acknowledged by the controller", value=float(queued)
+        )
 
 
 def serve(values: LatestValues, *, host: str, port: int) -> int:

@@ -60,7 +60,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
             for item in error.errors()
         ]
         return JSONResponse(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": "invalid request", "problems": problems}
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            content={"detail": "invalid request", "problems": problems},
         )
 
     @app.get("/healthz", tags=["health"])

@@ -28,8 +28,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -79,8 +81,10 @@ def serve(
     if settings.api_token is None:
         errors.print("[yellow]SOAK_API_TOKEN is not set: the API is read-only until you set it[/]")
     upgrade(settings.database_url)
-    console.print(f"controller on http://{settings.host}:{settings.port} (OpenAPI at /docs), "
-                  f"store {settings.database_url.split('@')[-1]}, executor {settings.executor}")
+    console.print(
+        f"controller on http://{settings.host}:{settings.port} (OpenAPI at /docs), "
+        f"store {settings.database_url.split('@')[-1]}, executor {settings.executor}"
+    )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
@@ -99,8 +103,14 @@ def agent(
     from agents.config import AgentSettings
 
     _logging(verbose)
-    given = {"controller_url": controller, "node_name": node, "simulated": simulated,
-             "sim_first_index": sim_first_index, "cpu_device": cpu, "metrics_port": metrics_port}
+    given: dict[str, Any] = {
+        "controller_url": controller,
+        "node_name": node,
+        "simulated": simulated,
+        "sim_first_index": sim_first_index,
+        "cpu_device": cpu,
+        "metrics_port": metrics_port,
+    }
     settings = AgentSettings(**{key: value for key, value in given.items() if value is not None})
     node_agent = Agent(settings)
     try:
@@ -195,8 +205,15 @@ def demo(
     _logging(verbose)
     if executor not in ("ray", "local"):
         raise _fail("--executor: use ray or local")
-    outcome = run_demo(minutes=minutes, devices=devices, seed=seed, inject_faults=faults, executor=executor,
-                       console=console, database_url=get_settings().database_url)
+    outcome = run_demo(
+        minutes=minutes,
+        devices=devices,
+        seed=seed,
+        inject_faults=faults,
+        executor=executor,
+        console=console,
+        database_url=get_settings().database_url,
+    )
     raise typer.Exit(code=0 if outcome.as_expected else 1)
 
 

@@ -24,9 +24,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     executor: Literal["ray", "local"] = "ray"
-    ray_address: str | None = Field(
-        default=None, description="existing cluster; a local one starts when unset"
-    )
+    ray_address: str | None = Field(default=None, description="existing cluster; a local one starts when unset")
     local_sim_slots: int = Field(default=64, ge=1, description="SOAK_SIM resources of a local Ray cluster")
     detect_interval_s: float = Field(default=10.0, gt=0)
     placement_wait_s: float = Field(default=30.0, ge=0, description="how long to wait for agents to register")

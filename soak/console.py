@@ -66,7 +66,10 @@ def findings_table(findings: list[dict[str, Any]]) -> Table:
         onset = datetime.fromtimestamp(finding["onset_s"], UTC).strftime("%H:%M:%S")
         table.add_row(
             f"[{_SEVERITY_STYLE.get(finding['severity'], '')}]{finding['severity']}",
-            finding["device"] or "—", finding["kind"], onset, finding["explanation"],
+            finding["device"] or "—",
+            finding["kind"],
+            onset,
+            finding["explanation"],
         )
     return table
 

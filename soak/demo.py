@@ -59,11 +59,24 @@ def demo_plan(*, minutes: float, devices: int, seed: int, faults: list[InjectedF
     specs: list[dict[str, Any]] = []
     for fault in faults:
         if fault.kind == "memory_leak":
-            specs.append({"kind": "memory_leak", "device": fault.device, "target": "device",
-                          "start": f"{fault_start_s}s", "rate_mib_per_hour": 16384})
+            specs.append(
+                {
+                    "kind": "memory_leak",
+                    "device": fault.device,
+                    "target": "device",
+                    "start": f"{fault_start_s}s",
+                    "rate_mib_per_hour": 16384,
+                }
+            )
         else:
-            specs.append({"kind": "throughput_decay", "device": fault.device, "start": f"{fault_start_s}s",
-                          "rate_percent_per_hour": 720})
+            specs.append(
+                {
+                    "kind": "throughput_decay",
+                    "device": fault.device,
+                    "start": f"{fault_start_s}s",
+                    "rate_percent_per_hour": 720,
+                }
+            )
     return {
         "name": "demo",
         "description": "Embedded demo: simulated accelerators on two simulated nodes plus the host CPU.",
@@ -88,8 +101,9 @@ def _free_port() -> int:
 
 
 def _start_controller(settings: Settings) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, name="soak-controller", daemon=True)
     thread.start()
     while not server.started:
@@ -101,36 +115,59 @@ def _start_controller(settings: Settings) -> tuple[uvicorn.Server, threading.Thr
 
 def _start_agents(*, url: str, token: str, devices: int, run_dir: Path) -> list[subprocess.Popen[bytes]]:
     per_node = [devices // 2 + devices % 2, devices // 2]
-    layout = [(name, count, first, False) for name, count, first in
-              zip(SIM_NODES, per_node, (0, per_node[0]), strict=True)]
+    layout = [
+        (name, count, first, False) for name, count, first in zip(SIM_NODES, per_node, (0, per_node[0]), strict=True)
+    ]
     layout.append((socket.gethostname(), 0, 0, True))
     processes = []
     for node, simulated, first, cpu in layout:
-        env = {**os.environ, "SOAK_AGENT_CONTROLLER_URL": url, "SOAK_API_TOKEN": token,
-               "SOAK_AGENT_NODE_NAME": node, "SOAK_AGENT_SIMULATED": str(simulated),
-               "SOAK_AGENT_SIM_FIRST_INDEX": str(first), "SOAK_AGENT_CPU_DEVICE": str(cpu).lower(),
-               "SOAK_AGENT_METRICS_PORT": "0", "SOAK_AGENT_DATA_DIR": str(run_dir / "nodes" / node)}
+        env = {
+            **os.environ,
+            "SOAK_AGENT_CONTROLLER_URL": url,
+            "SOAK_API_TOKEN": token,
+            "SOAK_AGENT_NODE_NAME": node,
+            "SOAK_AGENT_SIMULATED": str(simulated),
+            "SOAK_AGENT_SIM_FIRST_INDEX": str(first),
+            "SOAK_AGENT_CPU_DEVICE": str(cpu).lower(),
+            "SOAK_AGENT_METRICS_PORT": "0",
+            "SOAK_AGENT_DATA_DIR": str(run_dir / "nodes" / node),
+        }
         log = (run_dir / f"agent-{node}.log").open("wb")
         processes.append(subprocess.Popen([sys.executable, "-m", "agents"], env=env, stdout=log, stderr=log))
     return processes
 
 
-def _write_summaries(run_dir: Path, progress: dict[str, Any], found: list[dict[str, Any]],
-                     faults: list[InjectedFault]) -> tuple[Path, Path]:
+def _write_summaries(
+    run_dir: Path, progress: dict[str, Any], found: list[dict[str, Any]], faults: list[InjectedFault]
+) -> tuple[Path, Path]:
     campaign = progress["campaign"]
     reports = DATA_DIR / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     json_path = reports / f"campaign-{campaign['id']}.json"
     markdown_path = reports / f"campaign-{campaign['id']}.md"
-    json_path.write_text(json.dumps({"campaign": campaign, "progress": {k: v for k, v in progress.items()
-                                                                        if k != "campaign"},
-                                     "injected_faults": [fault.__dict__ for fault in faults],
-                                     "findings": found}, indent=2, default=str))
-    lines = [f"# soak campaign {campaign['id']}: {campaign['name']}", "",
-             f"- state: **{campaign['state']}**", f"- plan digest: `{campaign['plan_digest']}`",
-             f"- samples stored: {progress['samples_stored']:,}; events: {progress['events_stored']:,}",
-             f"- injected faults: {', '.join(f'{f.kind} on {f.device}' for f in faults) or 'none'}", "",
-             "| severity | device | kind | explanation |", "|---|---|---|---|"]
+    json_path.write_text(
+        json.dumps(
+            {
+                "campaign": campaign,
+                "progress": {k: v for k, v in progress.items() if k != "campaign"},
+                "injected_faults": [fault.__dict__ for fault in faults],
+                "findings": found,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    lines = [
+        f"# soak campaign {campaign['id']}: {campaign['name']}",
+        "",
+        f"- state: **{campaign['state']}**",
+        f"- plan digest: `{campaign['plan_digest']}`",
+        f"- samples stored: {progress['samples_stored']:,}; events: {progress['events_stored']:,}",
+        f"- injected faults: {', '.join(f'{f.kind} on {f.device}' for f in faults) or 'none'}",
+        "",
+        "| severity | device | kind | explanation |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {f['severity']} | {f['device'] or '—'} | {f['kind']} | {f['explanation']} |" for f in found]
     if not found:
         lines.append("| — | — | — | no findings |")
@@ -138,23 +175,46 @@ def _write_summaries(run_dir: Path, progress: dict[str, Any], found: list[dict[s
     return json_path, markdown_path
 
 
-def run_demo(*, minutes: float, devices: int, seed: int, inject_faults: bool, executor: str, console: Console,
-             database_url: str) -> DemoOutcome:
+def run_demo(
+    *,
+    minutes: float,
+    devices: int,
+    seed: int,
+    inject_faults: bool,
+    executor: str,
+    console: Console,
+    database_url: str,
+) -> DemoOutcome:
     """Start controller and agents, run the campaign, show findings, write summaries, clean up."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    faults = ([InjectedFault(f"sim{devices - 3 if devices > 3 else 0}", "memory_leak", "memory_leak"),
-               InjectedFault(f"sim{min(2, devices - 1)}", "throughput_decay", "throughput_drop")]
-              if inject_faults else [])
+    faults = (
+        [
+            InjectedFault(f"sim{devices - 3 if devices > 3 else 0}", "memory_leak", "memory_leak"),
+            InjectedFault(f"sim{min(2, devices - 1)}", "throughput_decay", "throughput_drop"),
+        ]
+        if inject_faults
+        else []
+    )
     plan = parse_plan(demo_plan(minutes=minutes, devices=devices, seed=seed, faults=faults))
     run_dir = DATA_DIR / "demo"
     run_dir.mkdir(parents=True, exist_ok=True)
     upgrade(database_url)
     token = new_token()
-    settings = Settings(environment="demo", database_url=database_url, api_token=token, port=_free_port(),
-                        executor=executor, placement_wait_s=60, hang_timeout_s=20, detect_interval_s=10)
+    settings = Settings(
+        environment="demo",
+        database_url=database_url,
+        api_token=token,
+        port=_free_port(),
+        executor=executor,
+        placement_wait_s=60,
+        hang_timeout_s=20,
+        detect_interval_s=10,
+    )
     url = f"http://127.0.0.1:{settings.port}"
-    console.print(f"[bold]soak demo[/]: {devices} simulated accelerators on {len(SIM_NODES)} nodes + the CPU, "
-                  f"{minutes:g} min, seed {seed}, executor {executor}; store {database_url}")
+    console.print(
+        f"[bold]soak demo[/]: {devices} simulated accelerators on {len(SIM_NODES)} nodes + the CPU, "
+        f"{minutes:g} min, seed {seed}, executor {executor}; store {database_url}"
+    )
     for fault in faults:
         console.print(f"  injecting {fault.kind.replace('_', ' ')} on [bold]{fault.device}[/]")
     server, thread = _start_controller(settings)
@@ -189,5 +249,12 @@ def run_demo(*, minutes: float, devices: int, seed: int, inject_faults: bool, ex
     console.print(f"campaign {campaign_id} {state}; summaries: {json_path} and {markdown_path}")
     if progress["campaign"].get("reason"):
         console.print(f"[red]reason:[/] {progress['campaign']['reason']}")
-    return DemoOutcome(campaign_id=campaign_id, state=state, found=by_device, missed=missed,
-                       false_findings=false_findings, json_path=json_path, markdown_path=markdown_path)
+    return DemoOutcome(
+        campaign_id=campaign_id,
+        state=state,
+        found=by_device,
+        missed=missed,
+        false_findings=false_findings,
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )

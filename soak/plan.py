@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,14 +38,10 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("-"):
-            raise ValueError(
-                f"{value!r} is negative; a duration must be positive, such as 90s, 30m, 36h or 14d"
-            )
+            raise ValueError(f"{value!r} is negative; a duration must be positive, such as 90s, 30m, 36h or 14d")
         match = _DURATION_RE.match(text)
         if match is None:
-            raise ValueError(
-                f"{value!r} is not a duration; write a number and a unit (ms, s, m, h, d, w), e.g. 36h"
-            )
+            raise ValueError(f"{value!r} is not a duration; write a number and a unit (ms, s, m, h, d, w), e.g. 36h")
         number, unit = match.groups()
         return timedelta(seconds=float(number) * _UNIT_SECONDS[unit or "s"])
     raise ValueError("expected a duration such as 90s, 30m, 36h or 14d")
@@ -57,7 +54,8 @@ def format_duration(value: timedelta) -> str:
         count = seconds / _UNIT_SECONDS[unit]
         if count >= 1 and count == int(count):
             return f"{int(count)}{unit}"
-    return f"{seconds:g}s"
+    # Fixed-point to the microsecond (timedelta's resolution): `g` would drop digits or write 1e+06s.
+    return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
@@ -122,12 +120,16 @@ class WorkloadSpec(_Strict):
             raise ValueError(f"unknown workload {name!r}; known: {', '.join(sorted(known))}")
         return name
 
-    @model_validator(mode="after")
-    def _params_fit_workload(self) -> WorkloadSpec:
+    @field_validator("params")
+    @classmethod
+    def _params_fit_workload(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from soak.workloads.registry import load_workload
 
-        load_workload(self.name).Params.model_validate(self.params)
-        return self
+        # A field validator, so that a bad parameter is reported as `workloads[N].params.<key>`.
+        name = info.data.get("name")
+        if name is not None:  # an unknown workload is already reported on `name`
+            load_workload(name).Params.model_validate(params)
+        return params
 
 
 class _FaultBase(_Strict):
@@ -244,15 +246,17 @@ class Plan(_Strict):
 
     @field_validator("warmup")
     @classmethod
-    def _warmup_not_negative(cls, value: timedelta) -> timedelta:
+    def _warmup_not_negative(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value < timedelta(0):
             raise ValueError("must not be negative")
+        # Checked here rather than on the model so that the error names `warmup`, not the whole plan.
+        duration = info.data.get("duration")
+        if duration is not None and value >= duration:
+            raise ValueError(f"{format_duration(value)} must be shorter than duration ({format_duration(duration)})")
         return value
 
     @model_validator(mode="after")
     def _consistent_times(self) -> Plan:
-        if self.warmup >= self.duration:
-            raise ValueError(f"warmup ({self.warmup}) must be shorter than duration ({self.duration})")
         if self.sample_interval * 10 > self.duration - self.warmup:
             raise ValueError("sample_interval must fit at least 10 samples after warm-up; shorten it")
         return self

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from soak.api import create_app
+from soak.config import Settings
 from soak.db import make_engine, session_factory
 from soak.migrations import upgrade
 
+# Long enough for production mode, which refuses tokens under 32 characters.
+TOKEN = "soak-test-token-0123456789abcdefghijklmnop"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 BACKENDS = [
@@ -38,7 +44,7 @@ def postgres_available() -> None:
 
 @pytest.fixture(params=BACKENDS)
 def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each backend: a SQLite file, or a Postgres schema of its own, dropped afterwards."""
+    """An empty database of each backend: a SQLite file, or a Postgres schema of its own (dropped after)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'soak.db'}"
         return
@@ -75,9 +81,10 @@ def session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def small_plan(**changes: Any) -> dict[str, Any]:
-    """A valid plan as a user would write it: two simulated devices and the CPU, a GEMM/training mix."""
-    plan: dict[str, Any] = {
+@pytest.fixture
+def plan_data() -> dict[str, Any]:
+    """A valid plan as a user would write it (fresh per test): two simulated devices and the CPU."""
+    return {
         "name": "nightly smoke",
         "duration": "30m",
         "sample_interval": "1s",
@@ -91,5 +98,55 @@ def small_plan(**changes: Any) -> dict[str, Any]:
         "faults": [{"kind": "memory_leak", "device": "sim1", "start": "5m", "rate_mib_per_hour": 512}],
         "seed": 7,
     }
-    plan.update(changes)
-    return plan
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    """The header that carries the controller's bearer token."""
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    """The controller in development mode (reads open, writes need the token), without a scheduler."""
+    settings = Settings(database_url=database_url, api_token=TOKEN, environment="development")
+    with TestClient(create_app(settings, run_scheduler=False)) as client:
+        yield client
+
+
+@pytest.fixture
+def production_client(database_url: str) -> Iterator[TestClient]:
+    """The controller in production mode: reads need the token too."""
+    settings = Settings(database_url=database_url, api_token=TOKEN, environment="production")
+    with TestClient(create_app(settings, run_scheduler=False)) as client:
+        yield client
+
+
+def _node_payload(node: str, devices: list[str], *, hostname: str | None = None) -> dict[str, Any]:
+    sim = {"backend": "sim", "vendor": "simulated", "model": "Simulated H200", "simulated": True}
+    gpu = {"backend": "cuda", "vendor": "nvidia", "model": "NVIDIA H200", "driver_version": "570.86.15"}
+    return {
+        "hostname": hostname or f"{node}.example.internal",
+        "inbox_dir": f"/var/lib/soak/{node}/inbox",
+        "sim_state_dir": f"/var/lib/soak/{node}/sim",
+        "devices": [
+            {"name": name, "index": index, **(sim if name.startswith("sim") else gpu)}
+            for index, name in enumerate(devices)
+        ],
+    }
+
+
+@pytest.fixture
+def node_payload() -> Callable[..., dict[str, Any]]:
+    """Builds a registration: devices named `simN` are simulated, any other name is a real NVIDIA H200."""
+    return _node_payload
+
+
+@pytest.fixture
+def register(client: TestClient, auth: dict[str, str]) -> Callable[..., httpx.Response]:
+    """PUT /api/v1/nodes/{node} with the named devices, as an agent does."""
+
+    def put(node: str, devices: list[str], **changes: Any) -> httpx.Response:
+        return client.put(f"/api/v1/nodes/{node}", json=_node_payload(node, devices, **changes), headers=auth)
+
+    return put

@@ -39,8 +39,13 @@ class HostCollector:
             return []
         return [
             DeviceIn(
-                name=self._cpu_device, backend="cpu", index=0, vendor="cpu", model=cpu_model(),
-                memory_total_bytes=psutil.virtual_memory().total, driver_version=platform.release(),
+                name=self._cpu_device,
+                backend="cpu",
+                index=0,
+                vendor="cpu",
+                model=cpu_model(),
+                memory_total_bytes=psutil.virtual_memory().total,
+                driver_version=platform.release(),
             )
         ]
 

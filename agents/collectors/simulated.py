@@ -28,9 +28,16 @@ class SimulatedCollector:
         spec = SimSpec(name="template")
         return [
             DeviceIn(
-                name=name, backend="sim", index=position, vendor="simulated", model=spec.model,
-                uuid=f"SIM-{self._settings.node_name}-{position:02d}", bus_id=f"00000000:{0x18 + position:02X}:00.0",
-                driver_version="sim-1.0", memory_total_bytes=spec.memory_total_bytes, simulated=True,
+                name=name,
+                backend="sim",
+                index=position,
+                vendor="simulated",
+                model=spec.model,
+                uuid=f"SIM-{self._settings.node_name}-{position:02d}",
+                bus_id=f"00000000:{0x18 + position:02X}:00.0",
+                driver_version="sim-1.0",
+                memory_total_bytes=spec.memory_total_bytes,
+                simulated=True,
             )
             for position, name in enumerate(self._names)
         ]
@@ -60,8 +67,15 @@ class SimulatedCollector:
                     continue
                 xid = classify(event.code)
                 collected.events.append(
-                    {"time_s": event.time_s, "device": name, "kind": "driver_error", "severity": xid.severity,
-                     "code": event.code, "message": f"XID {event.code}: {xid.action}", "raw": event.raw}
+                    {
+                        "time_s": event.time_s,
+                        "device": name,
+                        "kind": "driver_error",
+                        "severity": xid.severity,
+                        "code": event.code,
+                        "message": f"XID {event.code}: {xid.action}",
+                        "raw": event.raw,
+                    }
                 )
                 self._last_event_s[name] = max(self._last_event_s.get(name, 0.0), event.time_s)
         return collected

@@ -46,17 +46,20 @@ def _leak(session: Session, campaign_id: int, device: Device, plan: Plan, warmup
     """Memory is compared within each workload's slots, so a mix that holds different amounts is not a leak."""
     runs = _runs_by_workload(session, campaign_id, device.id)
     for metric, subject in LEAK_METRICS.items():
-        full = telemetry.series(session=session, campaign_id=campaign_id, device_id=device.id, metric=metric,
-                                start_s=warmup_end_s).finite()
+        full = telemetry.series(
+            session=session, campaign_id=campaign_id, device_id=device.id, metric=metric, start_s=warmup_end_s
+        ).finite()
         strongest: Detection | None = None
         for workload, windows in runs.items():
             detection = detect_leak(
-                _within(full, windows), warmup_end_s=warmup_end_s,
+                _within(full, windows),
+                warmup_end_s=warmup_end_s,
                 max_rate_mib_per_hour=plan.acceptance.max_leak_rate_mib_per_hour,
                 min_growth_mib=plan.acceptance.min_leak_growth_mib,
                 significance=plan.acceptance.significance,
-                capacity_bytes=float(device.memory_total_bytes) if metric.startswith("device.") and
-                device.memory_total_bytes else None,
+                capacity_bytes=float(device.memory_total_bytes)
+                if metric.startswith("device.") and device.memory_total_bytes
+                else None,
                 subject=f"{subject} during {workload}",
             )
             if detection is not None and (
@@ -65,45 +68,75 @@ def _leak(session: Session, campaign_id: int, device: Device, plan: Plan, warmup
             ):
                 strongest = detection
         if strongest is not None:
-            upsert_finding(session=session, campaign_id=campaign_id, device_id=device.id, subject=metric,
-                           detection=strongest)
+            upsert_finding(
+                session=session,
+                campaign_id=campaign_id,
+                device_id=device.id,
+                subject=metric,
+                detection=strongest,
+            )
 
 
 def _throughput(session: Session, campaign_id: int, device: Device, plan: Plan, warmup_end_s: float) -> None:
-    for metric in telemetry.device_metrics(session=session, campaign_id=campaign_id, device_id=device.id,
-                                           prefix="throughput."):
+    for metric in telemetry.device_metrics(
+        session=session, campaign_id=campaign_id, device_id=device.id, prefix="throughput."
+    ):
         workload = metric.removeprefix("throughput.")
         try:
             unit = load_workload(workload).unit
         except KeyError:
             unit = "units/s"
         detection = detect_throughput_drop(
-            telemetry.series(session=session, campaign_id=campaign_id, device_id=device.id, metric=metric,
-                             start_s=warmup_end_s).finite(),
-            warmup_end_s=warmup_end_s, min_ratio=plan.acceptance.min_sustained_throughput_ratio,
-            significance=plan.acceptance.significance, unit=unit, subject=f"{workload} throughput",
+            telemetry.series(
+                session=session,
+                campaign_id=campaign_id,
+                device_id=device.id,
+                metric=metric,
+                start_s=warmup_end_s,
+            ).finite(),
+            warmup_end_s=warmup_end_s,
+            min_ratio=plan.acceptance.min_sustained_throughput_ratio,
+            significance=plan.acceptance.significance,
+            unit=unit,
+            subject=f"{workload} throughput",
         )
         if detection is not None:
-            upsert_finding(session=session, campaign_id=campaign_id, device_id=device.id, subject=metric,
-                           detection=detection)
+            upsert_finding(
+                session=session,
+                campaign_id=campaign_id,
+                device_id=device.id,
+                subject=metric,
+                detection=detection,
+            )
 
 
 def _events(session: Session, campaign_id: int, plan: Plan, names: dict[int, str]) -> None:
     ids = {name: device_id for device_id, name in names.items()}
     records = [
-        EventRecord(device=names.get(event.device_id) if event.device_id is not None else None, time_s=event.time_s,
-                    kind=event.kind, severity=event.severity, code=event.code)
+        EventRecord(
+            device=names.get(event.device_id) if event.device_id is not None else None,
+            time_s=event.time_s,
+            kind=event.kind,
+            severity=event.severity,
+            code=event.code,
+        )
         for event in telemetry.list_events(session=session, campaign_id=campaign_id, limit=1_000_000)
     ]
     limits = plan.acceptance
     detections = detect_event_findings(
-        records, max_sdc_events=limits.max_sdc_events, max_warn_driver_errors=limits.max_driver_errors.warn,
+        records,
+        max_sdc_events=limits.max_sdc_events,
+        max_warn_driver_errors=limits.max_driver_errors.warn,
         max_fail_driver_errors=limits.max_driver_errors.fail,
     )
     for (device_name, subject), detection in detections.items():
-        upsert_finding(session=session, campaign_id=campaign_id,
-                       device_id=ids.get(device_name) if device_name is not None else None,
-                       subject=subject, detection=detection)
+        upsert_finding(
+            session=session,
+            campaign_id=campaign_id,
+            device_id=ids.get(device_name) if device_name is not None else None,
+            subject=subject,
+            detection=detection,
+        )
 
 
 def run_detection(*, session: Session, campaign_id: int, plan: Plan, start_s: float) -> None:

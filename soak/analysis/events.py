@@ -23,7 +23,11 @@ class EventRecord:
 
 
 def detect_event_findings(
-    events: Sequence[EventRecord], *, max_sdc_events: int, max_warn_driver_errors: int, max_fail_driver_errors: int
+    events: Sequence[EventRecord],
+    *,
+    max_sdc_events: int,
+    max_warn_driver_errors: int,
+    max_fail_driver_errors: int,
 ) -> dict[tuple[str | None, str], Detection]:
     """One detection per (device, subject): SDC, driver errors by severity, worker restarts."""
     grouped: dict[tuple[str | None, str], list[EventRecord]] = defaultdict(list)
@@ -42,9 +46,7 @@ def detect_event_findings(
     return detections
 
 
-def _judge(
-    subject: str, events: list[EventRecord], max_sdc: int, max_warn: int, max_fail: int
-) -> Detection | None:
+def _judge(subject: str, events: list[EventRecord], max_sdc: int, max_warn: int, max_fail: int) -> Detection | None:
     count = len(events)
     onset_s, last_s = events[0].time_s, events[-1].time_s
     codes = Counter(event.code for event in events if event.code is not None)
@@ -53,25 +55,48 @@ def _judge(
     if subject == "sdc":
         if count <= max_sdc:
             return None
-        return Detection("silent_data_corruption", "critical", onset_s, last_s,
-                         f"{count} wrong result(s) without any error (limit {max_sdc}); do not trust this device's "
-                         "output until it passes a diagnostic.", evidence)
+        return Detection(
+            "silent_data_corruption",
+            "critical",
+            onset_s,
+            last_s,
+            f"{count} wrong result(s) without any error (limit {max_sdc}); do not trust this device's "
+            "output until it passes a diagnostic.",
+            evidence,
+        )
     if subject == "driver_error.critical":
         if count <= max_fail:
             return None
         evidence["codes"] = code_text
-        return Detection("driver_error", "critical", onset_s, last_s,
-                         f"{count} FAIL-class driver error(s) ({code_text}); the device needs a reset or RMA.",
-                         evidence)
+        return Detection(
+            "driver_error",
+            "critical",
+            onset_s,
+            last_s,
+            f"{count} FAIL-class driver error(s) ({code_text}); the device needs a reset or RMA.",
+            evidence,
+        )
     if subject == "driver_error.warning":
         if count <= max_warn:
             return None
         evidence["codes"] = code_text
-        return Detection("driver_error", "warning", onset_s, last_s,
-                         f"{count} WARN-class driver errors ({code_text}), above the limit of {max_warn}.", evidence)
+        return Detection(
+            "driver_error",
+            "warning",
+            onset_s,
+            last_s,
+            f"{count} WARN-class driver errors ({code_text}), above the limit of {max_warn}.",
+            evidence,
+        )
     kinds = Counter(event.kind for event in events)
     evidence.update({kind: n for kind, n in kinds.items()})
     severity = "critical" if "worker_crash_loop" in kinds else "warning"
     what = ", ".join(f"{n} {kind.removeprefix('worker_').replace('_', ' ')}" for kind, n in kinds.items())
-    return Detection("worker_instability", severity, onset_s, last_s,
-                     f"The device's worker had to be replaced: {what}.", evidence)
+    return Detection(
+        "worker_instability",
+        severity,
+        onset_s,
+        last_s,
+        f"The device's worker had to be replaced: {what}.",
+        evidence,
+    )

@@ -43,9 +43,7 @@ def detect_leak(
 
     window = series.after(warmup_end_s).finite()
     if len(window) < MIN_SAMPLES or window.time_s[-1] <= window.time_s[0]:
-        logger.debug(
-            "%s: %d samples after warm-up, %d needed for a leak verdict", subject, len(window), MIN_SAMPLES
-        )
+        logger.debug("%s: %d samples after warm-up, %d needed for a leak verdict", subject, len(window), MIN_SAMPLES)
         return None
 
     # Significance is judged once, on the whole post-warm-up window, so that picking the onset below cannot
@@ -98,9 +96,7 @@ def detect_leak(
         evidence["capacity_bytes"] = capacity_bytes
         evidence["percent_of_capacity_per_day"] = percent_per_day
         evidence["days_to_exhaust"] = days_to_exhaust
-        capacity_clause = (
-            f", {percent_per_day:.1f} % of capacity per day, full in about {days_to_exhaust:.1f} days"
-        )
+        capacity_clause = f", {percent_per_day:.1f} % of capacity per day, full in about {days_to_exhaust:.1f} days"
 
     critical = rate_mib_per_hour > CRITICAL_RATE_FACTOR * max_rate_mib_per_hour or (
         days_to_exhaust is not None and days_to_exhaust < CRITICAL_DAYS_TO_EXHAUST

@@ -36,9 +36,7 @@ def detect_throughput_drop(
 
     window = series.after(warmup_end_s).finite()
     if len(window) < MIN_SAMPLES:
-        logger.debug(
-            "%s: %d samples after warm-up, %d needed for a drop verdict", subject, len(window), MIN_SAMPLES
-        )
+        logger.debug("%s: %d samples after warm-up, %d needed for a drop verdict", subject, len(window), MIN_SAMPLES)
         return None
 
     window_samples = max(MIN_WINDOW_SAMPLES, int(len(window) * WINDOW_FRACTION))
@@ -47,9 +45,7 @@ def detect_throughput_drop(
     baseline_level = float(np.median(baseline.values))
     recent_level = float(np.median(recent.values))
     if baseline_level <= 0.0:
-        logger.warning(
-            "%s: baseline %.3g %s is not positive, no ratio to judge", subject, baseline_level, unit
-        )
+        logger.warning("%s: baseline %.3g %s is not positive, no ratio to judge", subject, baseline_level, unit)
         return None
     ratio = recent_level / baseline_level
     if not ratio < min_ratio:

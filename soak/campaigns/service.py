@@ -51,9 +51,7 @@ def list_campaigns(*, session: Session, limit: int = 100) -> list[Campaign]:
 
 def pending_campaigns(*, session: Session) -> list[Campaign]:
     """Campaigns waiting for the scheduler, oldest first."""
-    return list(
-        session.scalars(select(Campaign).where(Campaign.state == CampaignState.PENDING).order_by(Campaign.id))
-    )
+    return list(session.scalars(select(Campaign).where(Campaign.state == CampaignState.PENDING).order_by(Campaign.id)))
 
 
 def abandon_orphans(*, session: Session) -> list[int]:
@@ -62,8 +60,12 @@ def abandon_orphans(*, session: Session) -> list[int]:
         session.scalars(select(Campaign).where(Campaign.state.in_([CampaignState.RUNNING, CampaignState.PAUSED])))
     )
     for campaign in orphans:
-        set_state(session=session, campaign=campaign, state=CampaignState.FAILED,
-                  reason="the controller stopped while the campaign ran; resubmit the plan to run it again")
+        set_state(
+            session=session,
+            campaign=campaign,
+            state=CampaignState.FAILED,
+            reason="the controller stopped while the campaign ran; resubmit the plan to run it again",
+        )
     return [campaign.id for campaign in orphans]
 
 
@@ -72,9 +74,7 @@ def request_command(*, session: Session, campaign_id: int, command: CampaignComm
     campaign = get_campaign(session=session, campaign_id=campaign_id)
     state = CampaignState(campaign.state)
     if state.finished:
-        raise InvalidTransition(
-            f"campaign {campaign_id} is already {state.value}; nothing to {command.value}"
-        )
+        raise InvalidTransition(f"campaign {campaign_id} is already {state.value}; nothing to {command.value}")
     if command is CampaignCommand.STOP and state is CampaignState.PENDING:
         set_state(
             session=session,
@@ -136,13 +136,9 @@ def start_run(*, session: Session, campaign_id: int, device_id: int, workload: s
     return run.id
 
 
-def finish_run(
-    *, session: Session, run_id: int, ended_s: float, summary: dict[str, float | int | str]
-) -> None:
+def finish_run(*, session: Session, run_id: int, ended_s: float, summary: dict[str, float | int | str]) -> None:
     """Record how a workload slot went."""
-    session.execute(
-        update(WorkloadRun).where(WorkloadRun.id == run_id).values(ended_s=ended_s, summary=summary)
-    )
+    session.execute(update(WorkloadRun).where(WorkloadRun.id == run_id).values(ended_s=ended_s, summary=summary))
     session.commit()
 
 
@@ -161,18 +157,10 @@ def progress_counts(*, session: Session, campaign_id: int) -> dict[str, int]:
         return int(session.scalar(statement) or 0)  # type: ignore[call-overload]
 
     return {
-        "samples_stored": count(
-            select(func.count()).select_from(Sample).where(Sample.campaign_id == campaign_id)
-        ),
-        "events_stored": count(
-            select(func.count()).select_from(Event).where(Event.campaign_id == campaign_id)
-        ),
-        "findings": count(
-            select(func.count()).select_from(Finding).where(Finding.campaign_id == campaign_id)
-        ),
-        "devices_reserved": count(
-            select(func.count()).select_from(Device).where(Device.campaign_id == campaign_id)
-        ),
+        "samples_stored": count(select(func.count()).select_from(Sample).where(Sample.campaign_id == campaign_id)),
+        "events_stored": count(select(func.count()).select_from(Event).where(Event.campaign_id == campaign_id)),
+        "findings": count(select(func.count()).select_from(Finding).where(Finding.campaign_id == campaign_id)),
+        "devices_reserved": count(select(func.count()).select_from(Device).where(Device.campaign_id == campaign_id)),
         "devices_running": count(
             select(func.count(func.distinct(WorkloadRun.device_id))).where(
                 WorkloadRun.campaign_id == campaign_id, WorkloadRun.ended_s.is_(None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, status
 
@@ -26,7 +26,9 @@ def _campaign_or_404(session: SessionDep, campaign_id: int) -> Any:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Writer])
-def create_campaign(session: SessionDep, plan: dict[str, Any] = Body(description="a campaign plan")) -> CampaignOut:
+def create_campaign(
+    session: SessionDep, plan: Annotated[dict[str, Any], Body(description="a campaign plan")]
+) -> CampaignOut:
     """Validate a plan and queue it; a bad plan is answered 422 naming each bad field."""
     campaign = service.create_campaign(session=session, plan=parse_plan(plan))
     return CampaignOut.model_validate(campaign)
@@ -76,7 +78,14 @@ def campaign_events(session: SessionDep, campaign_id: int, limit: int = 1000) ->
     """Driver errors, worker crashes and hangs, SDC: oldest first."""
     _campaign_or_404(session, campaign_id)
     return [
-        {"time_s": e.time_s, "device_id": e.device_id, "kind": e.kind, "severity": e.severity, "code": e.code,
-         "message": e.message, "raw": e.raw}
+        {
+            "time_s": e.time_s,
+            "device_id": e.device_id,
+            "kind": e.kind,
+            "severity": e.severity,
+            "code": e.code,
+            "message": e.message,
+            "raw": e.raw,
+        }
         for e in list_events(session=session, campaign_id=campaign_id, limit=min(limit, 100_000))
     ]

@@ -15,9 +15,7 @@ class Finding(Base):
     """One degradation of one device (or the campaign), keyed by kind and subject."""
 
     __tablename__ = "finding"
-    __table_args__ = (
-        UniqueConstraint("campaign_id", "device_id", "kind", "subject", name="uq_finding_identity"),
-    )
+    __table_args__ = (UniqueConstraint("campaign_id", "device_id", "kind", "subject", name="uq_finding_identity"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)

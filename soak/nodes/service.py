@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from soak.db import utcnow
 from soak.nodes.models import Device, Node
-from soak.nodes.schemas import DeviceIn, NodeIn
+from soak.nodes.schemas import NodeIn
 from soak.plan import DeviceSelector
 
 
@@ -86,9 +86,7 @@ def _matches(selector: DeviceSelector, device: Device, node: Node) -> bool:
         wanted_kind = not device.simulated and (
             selector.vendor is None or device.vendor.lower() == selector.vendor.lower()
         )
-        wanted_kind = wanted_kind and (
-            selector.model is None or selector.model.lower() in device.model.lower()
-        )
+        wanted_kind = wanted_kind and (selector.model is None or selector.model.lower() in device.model.lower())
     return wanted_kind and (selector.nodes is None or node.name in selector.nodes)
 
 
@@ -97,9 +95,7 @@ def select_devices(*, session: Session, selectors: Sequence[DeviceSelector]) -> 
     free = [pair for pair in list_devices(session=session) if pair[0].campaign_id is None]
     chosen: list[Device] = []
     for position, selector in enumerate(selectors):
-        candidates = [
-            device for device, node in free if _matches(selector, device, node) and device not in chosen
-        ]
+        candidates = [device for device, node in free if _matches(selector, device, node) and device not in chosen]
         wanted = selector.wanted
         if wanted is None:
             wanted = max(len(candidates), 1)
@@ -120,9 +116,7 @@ def _describe(selector: DeviceSelector) -> str:
 
 def reserve(*, session: Session, devices: Sequence[Device], campaign_id: int) -> None:
     """Give devices to a campaign."""
-    session.execute(
-        update(Device).where(Device.id.in_([d.id for d in devices])).values(campaign_id=campaign_id)
-    )
+    session.execute(update(Device).where(Device.id.in_([d.id for d in devices])).values(campaign_id=campaign_id))
     session.commit()
 
 

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def _serve(spec: WorkerSpec, commands: Connection, progress: Synchronized, interrupted: Any) -> None:
+def _serve(spec: WorkerSpec, commands: Connection, progress: Synchronized[float], interrupted: Any) -> None:
     """Child process: build the worker, then run slots as they arrive until told to exit."""
     import threading
 

@@ -95,7 +95,12 @@ class RayExecutor:
                     log_to_driver=False,
                 )
                 self._owns_cluster = True
-        self._actor_class = ray.remote(max_concurrency=4, max_restarts=0)(DeviceWorker)
+        # Threaded actor: heartbeat() and interrupt() answer while run_segment() holds the device.
+        self._actor_class = ray.remote(max_concurrency=4, max_restarts=0)(DeviceWorker)  # type: ignore[call-overload]
+
+    def _cluster_resources(self) -> dict[str, float]:
+        resources: dict[str, float] = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
+        return resources
 
     def _demands(self, spec: WorkerSpec) -> dict[str, float]:
         backend = load_backend(spec.backend)
@@ -103,7 +108,7 @@ class RayExecutor:
         if backend.ray_resource is not None:
             demands[backend.ray_resource] = 1.0
         pin = node_resource(spec.node_name)
-        if pin in self._ray.cluster_resources():
+        if pin in self._cluster_resources():
             demands[pin] = 0.001
         return demands
 
@@ -111,7 +116,7 @@ class RayExecutor:
         needed: Counter[str] = Counter()
         for spec in specs:
             needed.update(self._demands(spec))
-        available = self._ray.cluster_resources()
+        available = self._cluster_resources()
         short = [
             f"{resource}: needs {amount:g}, cluster has {available.get(resource, 0):g}"
             for resource, amount in sorted(needed.items())

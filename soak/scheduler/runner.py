@@ -79,9 +79,7 @@ class CampaignRunner:
         with session_scope(self._sessions) as session:
             campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
             if not CampaignState(campaign.state).finished:
-                campaigns.set_state(
-                    session=session, campaign=campaign, state=CampaignState.FAILED, reason=reason
-                )
+                campaigns.set_state(session=session, campaign=campaign, state=CampaignState.FAILED, reason=reason)
 
     def _place(self, plan: Plan) -> list[tuple[Device, Node]]:
         give_up_s = time.time() + self._settings.placement_wait_s
@@ -204,16 +202,19 @@ class CampaignRunner:
             )
             return
         if slot.run_id is not None:
-            last_sign_of_life_s = max(
-                poll.last_progress_s or 0.0, slot.run_started_s, slot.spawned_s + STARTUP_GRACE_S
-            )
-            if now_s - last_sign_of_life_s > self._settings.hang_timeout_s:
+            if poll.last_progress_s is None:  # still starting: no heartbeat yet
+                silent_since_s, allowed_s = slot.spawned_s, STARTUP_GRACE_S
+            else:
+                silent_since_s, allowed_s = (
+                    max(poll.last_progress_s, slot.run_started_s),
+                    self._settings.hang_timeout_s,
+                )
+            if now_s - silent_since_s > allowed_s:
                 self._replace(
                     slot,
                     now_s,
                     kind="worker_hang",
-                    message=f"worker of {slot.spec.device_name} made no progress for "
-                    f"{now_s - max(poll.last_progress_s or 0.0, slot.run_started_s):.0f} s",
+                    message=f"worker of {slot.spec.device_name} made no progress for {now_s - silent_since_s:.0f} s",
                 )
             return
         if dispatch and now_s < end_s - 0.5:

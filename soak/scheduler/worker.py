@@ -44,9 +44,7 @@ class DeviceWorker:
         try:
             self._device.prepare(workload)
         except Exception as error:
-            self._report_events(
-                [self._event("workload_error", "warning", f"{spec.name} could not start: {error}")]
-            )
+            self._report_events([self._event("workload_error", "warning", f"{spec.name} could not start: {error}")])
             self._idle_until(segment.until_s)
             return {"workload": spec.name, "error": f"{type(error).__name__}: {error}"}
         intervals, units, sdc, errors = 0, 0.0, 0, 0
@@ -93,9 +91,7 @@ class DeviceWorker:
                 "value": result.busy_s / max(result.end_s - result.start_s, 1e-9),
             },
         ]
-        events = [
-            self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors
-        ]
+        events = [self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors]
         if result.sdc_mismatches:
             events.append(
                 self._event(

@@ -118,9 +118,7 @@ class SimulatedDevice:
         )
         # The start time is part of the seed so a restarted worker does not replay its predecessor's noise.
         start_ms = round(start_s * 1000.0) % 2**64
-        self._rng = np.random.default_rng(
-            np.random.SeedSequence([seed, stable_name_hash(spec.name), 0, start_ms])
-        )
+        self._rng = np.random.default_rng(np.random.SeedSequence([seed, stable_name_hash(spec.name), 0, start_ms]))
         self._time_s = start_s
         self._temperature_c = spec.ambient_temp_c + spec.thermal_resistance_c_per_w * spec.idle_power_w
         self._sm_clock_mhz = spec.idle_sm_clock_mhz
@@ -151,9 +149,7 @@ class SimulatedDevice:
             step_s = elapsed_s / steps
             normals: list[list[float]] = self._rng.standard_normal((steps, 3)).tolist()
             for index in range(steps):
-                self._step(
-                    self._time_s + (index + 1) * step_s, step_s, profile if loaded else None, duty_cycle
-                )
+                self._step(self._time_s + (index + 1) * step_s, step_s, profile if loaded else None, duty_cycle)
                 self._step_noise(step_s, normals[index])
             self._time_s = now_s
         driver_events = tuple(self._faults.take_driver_events(self._time_s))
@@ -182,13 +178,9 @@ class SimulatedDevice:
         self._power_w = self._power_demand_w(self._sm_clock_mhz, profile, power_duty)
         self._energy_j += self._power_w * step_s
         equilibrium_c = (
-            spec.ambient_temp_c
-            + spec.thermal_resistance_c_per_w * self._power_w
-            + self._faults.extra_heating_c(time_s)
+            spec.ambient_temp_c + spec.thermal_resistance_c_per_w * self._power_w + self._faults.extra_heating_c(time_s)
         )
-        self._temperature_c += (equilibrium_c - self._temperature_c) * _approach(
-            step_s, spec.thermal_time_constant_s
-        )
+        self._temperature_c += (equilibrium_c - self._temperature_c) * _approach(step_s, spec.thermal_time_constant_s)
         # A real device powers off here; the simulated one holds at the threshold so a campaign can watch it.
         self._temperature_c = min(self._temperature_c, spec.shutdown_temp_c)
 
@@ -289,9 +281,7 @@ class SimulatedDevice:
         )
 
 
-def _ornstein_uhlenbeck(
-    value: float, step_s: float, time_constant_s: float, sd: float, normal: float
-) -> float:
+def _ornstein_uhlenbeck(value: float, step_s: float, time_constant_s: float, sd: float, normal: float) -> float:
     # Exact discretisation, so the noise's spread and correlation time do not depend on the step length.
     decay = math.exp(-step_s / time_constant_s)
     return value * decay + sd * math.sqrt(1.0 - decay * decay) * normal

@@ -143,9 +143,7 @@ class DeviceFaults:
                     if onset_s >= process_start_s:
                         self._hang_onsets_s.append(onset_s)
                     else:
-                        logger.info(
-                            "%s: hang at %.0f s fired before this process started", device_name, onset_s
-                        )
+                        logger.info("%s: hang at %.0f s fired before this process started", device_name, onset_s)
         self.first_hang_s = min(self._hang_onsets_s, default=None)
         """When this process's device hangs, or None if it never does."""
 

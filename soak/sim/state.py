@@ -68,7 +68,7 @@ def read_readings(directory: Path, *, max_age_s: float, now_s: float) -> dict[st
             continue
         age_s = now_s - reading.time_s
         if age_s > max_age_s:
-            logger.warning("ignoring %s: its reading is %.1f s old, more than %.1f s", path, age_s, max_age_s)
+            logger.debug("ignoring %s: its reading is %.1f s old, more than %.1f s", path, age_s, max_age_s)
             continue
         readings[path.stem] = reading
     return readings

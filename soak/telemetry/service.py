@@ -12,11 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from soak.analysis.series import Series
+from soak.campaigns.models import Campaign
 from soak.nodes.models import Device, Node
 from soak.plan import field_path
 from soak.telemetry.models import Event, IngestedBatch, Sample
 from soak.telemetry.schemas import EventIn, IngestResult, Rejected, SampleIn, TelemetryBatch
-
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
 
@@ -25,19 +25,22 @@ class UnknownNode(LookupError):
     """A batch from a node that never registered."""
 
 
+class UnknownCampaign(LookupError):
+    """A batch for a campaign this controller does not have."""
+
+
 def _validate_items(
     items: Sequence[dict[str, object]], model: type[ItemT], field: str, rejected: list[Rejected]
-) -> list[ItemT]:
-    valid: list[ItemT] = []
+) -> list[tuple[int, ItemT]]:
+    """The valid items with their positions in the batch, so later rejections name the right index."""
+    valid: list[tuple[int, ItemT]] = []
     for position, item in enumerate(items):
         try:
-            valid.append(model.model_validate(item))
+            valid.append((position, model.model_validate(item)))
         except ValidationError as error:
             for problem in error.errors(include_url=False):
                 where = field_path((field, position, *problem["loc"]))
-                rejected.append(
-                    Rejected(field=where, problem=str(problem["msg"]).removeprefix("Value error, "))
-                )
+                rejected.append(Rejected(field=where, problem=str(problem["msg"]).removeprefix("Value error, ")))
     return valid
 
 
@@ -45,20 +48,19 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
     """Store what is valid in a batch once; a batch id seen before stores nothing again."""
     node = session.scalar(select(Node).where(Node.name == batch.node))
     if node is None:
-        raise UnknownNode(
-            f"node: {batch.node!r} is not registered; the agent must PUT /api/v1/nodes/{{name}} first"
-        )
+        raise UnknownNode(f"node: {batch.node!r} is not registered; the agent must PUT /api/v1/nodes/{{name}} first")
     if session.get(IngestedBatch, batch.batch_id) is not None:
-        return IngestResult(
-            batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[]
+        return IngestResult(batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[])
+    # Checked here: the foreign key would fail the insert, and that IntegrityError reads as a duplicate.
+    if batch.campaign_id is not None and session.get(Campaign, batch.campaign_id) is None:
+        raise UnknownCampaign(
+            f"campaign_id: campaign {batch.campaign_id} does not exist on this controller; nothing was stored"
         )
 
     rejected: list[Rejected] = []
     samples = _validate_items(batch.samples, SampleIn, "samples", rejected)
     events = _validate_items(batch.events, EventIn, "events", rejected)
-    devices = {
-        device.name: device for device in session.scalars(select(Device).where(Device.node_id == node.id))
-    }
+    devices = {device.name: device for device in session.scalars(select(Device).where(Device.node_id == node.id))}
     node_campaign = next((d.campaign_id for d in devices.values() if d.campaign_id is not None), None)
 
     def resolve(device_name: str | None, field: str) -> tuple[bool, int | None, int | None]:
@@ -67,15 +69,13 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
         device = devices.get(device_name)
         if device is None:
             rejected.append(
-                Rejected(
-                    field=f"{field}.device", problem=f"{device_name!r} is not a device of node {node.name!r}"
-                )
+                Rejected(field=f"{field}.device", problem=f"{device_name!r} is not a device of node {node.name!r}")
             )
             return False, None, None
         return True, device.id, batch.campaign_id or device.campaign_id
 
     sample_rows = []
-    for position, sample in enumerate(samples):
+    for position, sample in samples:
         ok, device_id, campaign_id = resolve(sample.device, f"samples[{position}]")
         if ok:
             sample_rows.append(
@@ -89,7 +89,7 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
                 }
             )
     event_rows = []
-    for position, event in enumerate(events):
+    for position, event in events:
         ok, device_id, campaign_id = resolve(event.device, f"events[{position}]")
         if ok:
             event_rows.append(
@@ -107,9 +107,7 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
             )
     try:
         session.add(
-            IngestedBatch(
-                batch_id=batch.batch_id, node_id=node.id, samples=len(sample_rows), events=len(event_rows)
-            )
+            IngestedBatch(batch_id=batch.batch_id, node_id=node.id, samples=len(sample_rows), events=len(event_rows))
         )
         session.flush()
         if sample_rows:
@@ -120,9 +118,7 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
     except IntegrityError:
         # The same batch id arrived twice at once; the other request stored it.
         session.rollback()
-        return IngestResult(
-            batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[]
-        )
+        return IngestResult(batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[])
     return IngestResult(
         batch_id=batch.batch_id,
         duplicate=False,
@@ -164,12 +160,8 @@ def series(
     *, session: Session, campaign_id: int, device_id: int | None, metric: str, start_s: float | None = None
 ) -> Series:
     """One metric of one device (or its node when device_id is None) over a campaign, ordered by time."""
-    statement = select(Sample.time_s, Sample.value).where(
-        Sample.campaign_id == campaign_id, Sample.metric == metric
-    )
-    statement = statement.where(
-        Sample.device_id.is_(None) if device_id is None else Sample.device_id == device_id
-    )
+    statement = select(Sample.time_s, Sample.value).where(Sample.campaign_id == campaign_id, Sample.metric == metric)
+    statement = statement.where(Sample.device_id.is_(None) if device_id is None else Sample.device_id == device_id)
     if start_s is not None:
         statement = statement.where(Sample.time_s >= start_s)
     rows = session.execute(statement.order_by(Sample.time_s)).all()
@@ -182,9 +174,7 @@ def device_metrics(*, session: Session, campaign_id: int, device_id: int, prefix
     """Names of a device's metrics in a campaign that start with `prefix`."""
     statement = (
         select(Sample.metric)
-        .where(
-            Sample.campaign_id == campaign_id, Sample.device_id == device_id, Sample.metric.like(f"{prefix}%")
-        )
+        .where(Sample.campaign_id == campaign_id, Sample.device_id == device_id, Sample.metric.like(f"{prefix}%"))
         .distinct()
     )
     return sorted(session.scalars(statement))

@@ -18,5 +18,7 @@ def ingest(request: Request, session: SessionDep, batch: TelemetryBatch) -> Inge
         result = service.ingest(session=session, batch=batch)
     except service.UnknownNode as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    except service.UnknownCampaign as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     request.app.state.metrics.record_ingest(result)
     return result

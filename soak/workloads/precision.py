@@ -26,7 +26,5 @@ def torch_dtype(precision: Precision) -> torch.dtype:
         Precision.FP16: torch.float16,
     }
     if precision not in dtypes:
-        raise UnsupportedPrecision(
-            f"precision {precision.value} needs a scaled-matmul path this workload lacks"
-        )
+        raise UnsupportedPrecision(f"precision {precision.value} needs a scaled-matmul path this workload lacks")
     return dtypes[precision]

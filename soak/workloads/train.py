@@ -54,7 +54,7 @@ class TrainStep(Workload):
 
         self._optimizer.zero_grad(set_to_none=True)
         self._loss = torch.nn.functional.cross_entropy(self._model(self._inputs), self._targets)
-        self._loss.backward()
+        self._loss.backward()  # type: ignore[no-untyped-call]
         self._optimizer.step()
         return float(self.spec.batch_size)
 

@@ -50,7 +50,8 @@ def ray_cluster() -> Iterator[str]:
     )
     for name, (devices, _) in SIM_NODES.items():
         cluster.add_node(
-            num_cpus=1, resources={"SOAK_SIM": float(devices), node_resource(name): 1.0},
+            num_cpus=1,
+            resources={"SOAK_SIM": float(devices), node_resource(name): 1.0},
             object_store_memory=80 * 1024 * 1024,
         )
     cluster.wait_for_nodes()
@@ -70,11 +71,18 @@ def controller(tmp_path: Path, ray_cluster: str) -> Iterator[Controller]:
     database_url = f"sqlite:///{tmp_path / 'soak.db'}"
     upgrade(database_url)
     settings = Settings(
-        database_url=database_url, api_token=TOKEN, port=_free_port(), executor="ray", ray_address=ray_cluster,
-        detect_interval_s=5.0, placement_wait_s=30.0, hang_timeout_s=20.0,
+        database_url=database_url,
+        api_token=TOKEN,
+        port=_free_port(),
+        executor="ray",
+        ray_address=ray_cluster,
+        detect_interval_s=5.0,
+        placement_wait_s=30.0,
+        hang_timeout_s=20.0,
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -89,10 +97,17 @@ def controller(tmp_path: Path, ray_cluster: str) -> Iterator[Controller]:
 def agents(controller: Controller, tmp_path: Path) -> Iterator[None]:
     processes = []
     for name, (devices, first) in SIM_NODES.items():
-        env = {**os.environ, "SOAK_AGENT_CONTROLLER_URL": controller.url, "SOAK_API_TOKEN": TOKEN,
-               "SOAK_AGENT_NODE_NAME": name, "SOAK_AGENT_SIMULATED": str(devices),
-               "SOAK_AGENT_SIM_FIRST_INDEX": str(first), "SOAK_AGENT_CPU_DEVICE": "false",
-               "SOAK_AGENT_METRICS_PORT": "0", "SOAK_AGENT_DATA_DIR": str(tmp_path / "nodes" / name)}
+        env = {
+            **os.environ,
+            "SOAK_AGENT_CONTROLLER_URL": controller.url,
+            "SOAK_API_TOKEN": TOKEN,
+            "SOAK_AGENT_NODE_NAME": name,
+            "SOAK_AGENT_SIMULATED": str(devices),
+            "SOAK_AGENT_SIM_FIRST_INDEX": str(first),
+            "SOAK_AGENT_CPU_DEVICE": "false",
+            "SOAK_AGENT_METRICS_PORT": "0",
+            "SOAK_AGENT_DATA_DIR": str(tmp_path / "nodes" / name),
+        }
         processes.append(subprocess.Popen([sys.executable, "-m", "agents"], env=env))
     yield
     for process in processes:
@@ -109,8 +124,15 @@ def _plan() -> dict[str, Any]:
         "sample_interval": "1s",
         "devices": {"simulated": 4},
         "workloads": [{"name": "gemm", "params": {"size": 64}}, {"name": "train", "params": {"hidden": 32}}],
-        "faults": [{"kind": "memory_leak", "device": LEAKING_DEVICE, "target": "host", "start": "10s",
-                    "rate_mib_per_hour": 8192}],
+        "faults": [
+            {
+                "kind": "memory_leak",
+                "device": LEAKING_DEVICE,
+                "target": "host",
+                "start": "10s",
+                "rate_mib_per_hour": 8192,
+            }
+        ],
         "seed": 3,
     }
 
@@ -158,4 +180,3 @@ def test_a_campaign_runs_to_completion_and_finds_the_injected_leak(controller: C
     assert leak["subject"] == "process.rss_bytes"
     # Injected at 8 GiB/h of real, resident host memory; the measured rate must be in that neighbourhood.
     assert 4096 < leak["evidence"]["rate_mib_per_hour"] < 16384, leak["evidence"]
-

@@ -1,0 +1,127 @@
+"""The same campaign without Ray: local worker processes, a hung worker replaced, a leak still found."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import func, select
+
+from soak.api import create_app
+from soak.config import Settings
+from soak.db import make_engine, session_factory
+from soak.migrations import upgrade
+from soak.nodes.models import Device
+from soak.telemetry.models import Sample
+
+TOKEN = "local-executor-token-0123456789abcdef0123456"
+HANG_AT_S = 15.0
+HANG_TIMEOUT_S = 8.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A controller with the local executor and one agent offering 3 simulated devices."""
+    database_url = f"sqlite:///{tmp_path / 'soak.db'}"
+    upgrade(database_url)
+    settings = Settings(
+        database_url=database_url,
+        api_token=TOKEN,
+        port=_free_port(),
+        executor="local",
+        detect_interval_s=5.0,
+        placement_wait_s=30.0,
+        hang_timeout_s=HANG_TIMEOUT_S,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "controller failed to start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{settings.port}"
+    env = {
+        **os.environ,
+        "SOAK_AGENT_CONTROLLER_URL": url,
+        "SOAK_API_TOKEN": TOKEN,
+        "SOAK_AGENT_NODE_NAME": "box",
+        "SOAK_AGENT_SIMULATED": "3",
+        "SOAK_AGENT_CPU_DEVICE": "false",
+        "SOAK_AGENT_METRICS_PORT": "0",
+        "SOAK_AGENT_DATA_DIR": str(tmp_path / "nodes" / "box"),
+    }
+    agent = subprocess.Popen([sys.executable, "-m", "agents"], env=env)
+    yield url, database_url
+    agent.terminate()
+    agent.wait(timeout=30)
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def _plan() -> dict[str, Any]:
+    return {
+        "name": "local-executor",
+        "duration": "70s",
+        "warmup": "10s",
+        "rotation": "70s",
+        "devices": {"simulated": 3},
+        "workloads": [{"name": "gemm"}],
+        "faults": [
+            {"kind": "hang", "device": "sim0", "start": f"{HANG_AT_S:g}s"},
+            {
+                "kind": "memory_leak",
+                "device": "sim2",
+                "target": "host",
+                "start": "5s",
+                "rate_mib_per_hour": 8192,
+            },
+        ],
+    }
+
+
+def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(stack: tuple[str, str]) -> None:
+    url, database_url = stack
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    campaign_id = client.post("/api/v1/campaigns", json=_plan()).json()["id"]
+    give_up_s = time.time() + 240
+    while (progress := client.get(f"/api/v1/campaigns/{campaign_id}").json())["campaign"]["state"] not in {
+        "completed",
+        "stopped",
+        "failed",
+    } and time.time() < give_up_s:
+        time.sleep(1)
+
+    assert progress["campaign"]["state"] == "completed", progress["campaign"]["reason"]
+    events = client.get(f"/api/v1/campaigns/{campaign_id}/events").json()
+    hangs = [event for event in events if event["kind"] == "worker_hang"]
+    assert len(hangs) == 1, events
+    findings = client.get(f"/api/v1/campaigns/{campaign_id}/findings").json()
+    flagged = {(finding["device"], finding["kind"]) for finding in findings}
+    assert flagged == {("sim0", "worker_instability"), ("sim2", "memory_leak")}, findings
+
+    # The replacement worker carried on: sim0 reported throughput again after the hang was detected.
+    with session_factory(make_engine(database_url))() as session:
+        last_throughput_s = session.scalar(
+            select(func.max(Sample.time_s))
+            .join(Device, Sample.device_id == Device.id)
+            .where(Sample.campaign_id == campaign_id, Device.name == "sim0", Sample.metric == "throughput.gemm")
+        )
+    assert last_throughput_s is not None and last_throughput_s > hangs[0]["time_s"] + 5
