@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AgentSettings(BaseSettings):
     """Everything a node agent needs to know."""
 
-    model_config = SettingsConfigDict(env_prefix="SOAK_AGENT_", extra="ignore")
+    # populate_by_name: without it AgentSettings(api_token=...) is silently ignored (the field has aliases).
+    model_config = SettingsConfigDict(env_prefix="SOAK_AGENT_", extra="ignore", populate_by_name=True)
 
     controller_url: str = "http://127.0.0.1:8000"
     api_token: str | None = Field(default=None, validation_alias=AliasChoices("SOAK_AGENT_API_TOKEN", "SOAK_API_TOKEN"))

@@ -82,8 +82,9 @@ def demo_plan(*, minutes: float, devices: int, seed: int, faults: list[InjectedF
         "description": "Embedded demo: simulated accelerators on two simulated nodes plus the host CPU.",
         "duration": f"{duration_s}s",
         "sample_interval": "1s",
-        "warmup": f"{round(min(40.0, duration_s / 4))}s",
-        "rotation": "20s",
+        "warmup": f"{round(min(45.0, duration_s / 4))}s",
+        "rotation": "45s",
+        "slot_warmup": "10s",
         "devices": [{"simulated": devices}, {"vendor": "cpu", "count": 1}],
         "workloads": [
             {"name": "gemm", "weight": 1, "precision": "fp32", "params": {"size": 256}},

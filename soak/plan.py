@@ -226,6 +226,9 @@ class Plan(_Strict):
     sample_interval: Duration = timedelta(seconds=1)
     warmup: Duration = timedelta(seconds=60)
     rotation: Duration = Field(default=timedelta(minutes=5), description="length of one workload-mix slot")
+    slot_warmup: Duration = Field(
+        default=timedelta(seconds=10), description="start of each slot left out of statistics while clocks settle"
+    )
     devices: list[DeviceSelector] = Field(min_length=1)
     workloads: list[WorkloadSpec] = Field(min_length=1)
     faults: list[Fault] = Field(default_factory=list)
@@ -244,7 +247,7 @@ class Plan(_Strict):
             raise ValueError("must be positive, e.g. 90s, 30m, 36h or 14d")
         return value
 
-    @field_validator("warmup")
+    @field_validator("warmup", "slot_warmup")
     @classmethod
     def _warmup_not_negative(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value < timedelta(0):
@@ -257,6 +260,8 @@ class Plan(_Strict):
 
     @model_validator(mode="after")
     def _consistent_times(self) -> Plan:
+        if self.slot_warmup >= self.rotation:
+            raise ValueError(f"slot_warmup ({self.slot_warmup}) must be shorter than rotation ({self.rotation})")
         if self.sample_interval * 10 > self.duration - self.warmup:
             raise ValueError("sample_interval must fit at least 10 samples after warm-up; shorten it")
         return self

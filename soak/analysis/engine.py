@@ -21,18 +21,22 @@ from soak.workloads.registry import load_workload
 
 log = logging.getLogger(__name__)
 
-# Memory settles a few seconds after a workload starts or stops; those samples belong to neither state.
-RUN_EDGE_S = 3.0
+# The last seconds of a slot straddle the switch to the next workload; they belong to neither.
+RUN_TAIL_S = 3.0
 LEAK_METRICS = {"device.memory_used_bytes": "device memory", "process.rss_bytes": "worker host RSS"}
 
 
-def _runs_by_workload(session: Session, campaign_id: int, device_id: int) -> dict[str, list[tuple[float, float]]]:
-    runs: dict[str, list[tuple[float, float]]] = {}
+def _steady_windows(
+    session: Session, campaign_id: int, device_id: int, plan: Plan
+) -> dict[str, list[tuple[float, float]]]:
+    """Per workload, the stretches of its slots after the slot warm-up: where clocks and memory have settled."""
+    head_s = plan.slot_warmup.total_seconds()
+    windows: dict[str, list[tuple[float, float]]] = {}
     statement = select(WorkloadRun).where(WorkloadRun.campaign_id == campaign_id, WorkloadRun.device_id == device_id)
     for run in session.scalars(statement):
         ended_s = run.ended_s if run.ended_s is not None else float("inf")
-        runs.setdefault(run.workload, []).append((run.started_s + RUN_EDGE_S, ended_s - RUN_EDGE_S))
-    return runs
+        windows.setdefault(run.workload, []).append((run.started_s + head_s, ended_s - RUN_TAIL_S))
+    return windows
 
 
 def _within(series: Series, windows: list[tuple[float, float]]) -> Series:
@@ -42,9 +46,15 @@ def _within(series: Series, windows: list[tuple[float, float]]) -> Series:
     return Series(series.time_s[keep], series.values[keep])
 
 
-def _leak(session: Session, campaign_id: int, device: Device, plan: Plan, warmup_end_s: float) -> None:
+def _leak(
+    session: Session,
+    campaign_id: int,
+    device: Device,
+    plan: Plan,
+    warmup_end_s: float,
+    runs: dict[str, list[tuple[float, float]]],
+) -> None:
     """Memory is compared within each workload's slots, so a mix that holds different amounts is not a leak."""
-    runs = _runs_by_workload(session, campaign_id, device.id)
     for metric, subject in LEAK_METRICS.items():
         full = telemetry.series(
             session=session, campaign_id=campaign_id, device_id=device.id, metric=metric, start_s=warmup_end_s
@@ -77,7 +87,15 @@ def _leak(session: Session, campaign_id: int, device: Device, plan: Plan, warmup
             )
 
 
-def _throughput(session: Session, campaign_id: int, device: Device, plan: Plan, warmup_end_s: float) -> None:
+def _throughput(
+    session: Session,
+    campaign_id: int,
+    device: Device,
+    plan: Plan,
+    warmup_end_s: float,
+    runs: dict[str, list[tuple[float, float]]],
+) -> None:
+    """Sustained throughput only: the burst at the start of each slot, before the power cap bites, is left out."""
     for metric in telemetry.device_metrics(
         session=session, campaign_id=campaign_id, device_id=device.id, prefix="throughput."
     ):
@@ -86,14 +104,11 @@ def _throughput(session: Session, campaign_id: int, device: Device, plan: Plan, 
             unit = load_workload(workload).unit
         except KeyError:
             unit = "units/s"
+        full = telemetry.series(
+            session=session, campaign_id=campaign_id, device_id=device.id, metric=metric, start_s=warmup_end_s
+        ).finite()
         detection = detect_throughput_drop(
-            telemetry.series(
-                session=session,
-                campaign_id=campaign_id,
-                device_id=device.id,
-                metric=metric,
-                start_s=warmup_end_s,
-            ).finite(),
+            _within(full, runs.get(workload, [])),
             warmup_end_s=warmup_end_s,
             min_ratio=plan.acceptance.min_sustained_throughput_ratio,
             significance=plan.acceptance.significance,
@@ -145,6 +160,7 @@ def run_detection(*, session: Session, campaign_id: int, plan: Plan, start_s: fl
     device_ids = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign_id).distinct()
     devices = list(session.scalars(select(Device).where(Device.id.in_(device_ids)).order_by(Device.name)))
     for device in devices:
-        _throughput(session, campaign_id, device, plan, warmup_end_s)
-        _leak(session, campaign_id, device, plan, warmup_end_s)
+        runs = _steady_windows(session, campaign_id, device.id, plan)
+        _throughput(session, campaign_id, device, plan, warmup_end_s, runs)
+        _leak(session, campaign_id, device, plan, warmup_end_s, runs)
     _events(session, campaign_id, plan, {device.id: device.name for device in devices})

@@ -180,3 +180,26 @@ def test_a_campaign_runs_to_completion_and_finds_the_injected_leak(controller: C
     assert leak["subject"] == "process.rss_bytes"
     # Injected at 8 GiB/h of real, resident host memory; the measured rate must be in that neighbourhood.
     assert 4096 < leak["evidence"]["rate_mib_per_hour"] < 16384, leak["evidence"]
+
+
+def test_a_plan_larger_than_the_ray_cluster_fails_with_a_clear_reason(controller: Controller, tmp_path: Path) -> None:
+    client = httpx.Client(base_url=controller.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    # Six simulated devices registered, but the cluster's nodes offer only four SOAK_SIM slots.
+    devices = [
+        {"name": f"sim{i}", "backend": "sim", "index": i, "vendor": "simulated", "model": "Simulated H200",
+         "simulated": True}
+        for i in range(6)
+    ]
+    node = {"hostname": "big", "inbox_dir": str(tmp_path / "inbox"), "sim_state_dir": str(tmp_path / "sim"),
+            "devices": devices}
+    assert client.put("/api/v1/nodes/big", json=node).status_code == 200
+    plan = {**_plan(), "devices": {"simulated": 6}, "faults": []}
+    campaign_id = client.post("/api/v1/campaigns", json=plan).json()["id"]
+
+    give_up_s = time.time() + 60
+    while (campaign := client.get(f"/api/v1/campaigns/{campaign_id}").json()["campaign"])["state"] == "pending":
+        assert time.time() < give_up_s, "placement must fail, not hang"
+        time.sleep(0.5)
+    assert campaign["state"] == "failed"
+    assert "SOAK_SIM: needs 6, cluster has 4" in campaign["reason"]
+    assert all(device["campaign_id"] is None for device in client.get("/api/v1/devices").json())

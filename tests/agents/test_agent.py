@@ -1,0 +1,288 @@
+"""A real node agent against a real controller on loopback: registration, delivery, outages, /metrics."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agents.agent import Agent
+from agents.collectors.base import CollectContext, Collected
+from agents.config import AgentSettings
+from agents.exporter import serve
+from agents.inbox import WorkerReport, write_report
+from soak.api import create_app
+from soak.campaigns.service import create_campaign
+from soak.config import Settings
+from soak.db import make_engine
+from soak.migrations import upgrade
+from soak.nodes.models import Device, Node
+from soak.nodes.schemas import DeviceIn
+from soak.plan import parse_plan
+from soak.sim.device import SimReading, SimSpec, SimulatedDevice
+from soak.sim.state import publish_reading
+from soak.telemetry.models import Event, Sample
+from soak.workloads.gemm import Gemm
+
+TOKEN = "agent-test-token-0123456789abcdefghijkl"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Controller:
+    """A controller (API only, no scheduler) served by uvicorn on 127.0.0.1, startable again after a stop."""
+
+    database_url: str
+    port: int
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        settings = Settings(database_url=self.database_url, api_token=TOKEN, environment="development")
+        config = uvicorn.Config(
+            create_app(settings, run_scheduler=False), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        while not self._server.started:
+            assert self._thread.is_alive(), "the controller did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = self._thread = None
+
+    def count(self, table: type[Sample] | type[Event], *, metric: str | None = None, device: str | None = None) -> int:
+        """Rows stored, optionally of one metric and one device."""
+        engine = make_engine(self.database_url)
+        try:
+            with Session(engine) as session:
+                statement = select(func.count()).select_from(table)
+                if metric is not None:
+                    statement = statement.where(Sample.metric == metric)
+                if device is not None:
+                    statement = statement.join(Device, Device.id == table.device_id).where(Device.name == device)
+                return int(session.scalar(statement) or 0)
+        finally:
+            engine.dispose()
+
+    def new_campaign(self) -> int:
+        """A pending campaign for worker reports to belong to."""
+        engine = make_engine(self.database_url)
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                plan = {
+                    "name": "agent test",
+                    "duration": "1h",
+                    "devices": [{"simulated": 2}],
+                    "workloads": [{"name": "gemm"}],
+                }
+                return create_campaign(session=session, plan=parse_plan(plan)).id
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    """A migrated SQLite store and a controller for it; not started (tests start it when they want it up)."""
+    database_url = f"sqlite:///{tmp_path / 'controller.db'}"
+    upgrade(database_url)
+    controller = Controller(database_url=database_url, port=free_port())
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def agent(controller: Controller, tmp_path: Path) -> Iterator[Agent]:
+    """Node n1 with two simulated accelerators and the host CPU."""
+    settings = AgentSettings(
+        controller_url=controller.url,
+        api_token=TOKEN,
+        node_name="n1",
+        simulated=2,
+        data_dir=tmp_path / "node",
+        metrics_port=0,
+    )
+    agent = Agent(settings)
+    yield agent
+    agent.client.close()
+
+
+def publish_sim0(agent: Agent, now_s: float) -> SimReading:
+    """What a worker driving sim0 with GEMM does every tick: advance the device and publish its reading."""
+    device = SimulatedDevice(SimSpec(name="sim0"), faults=[], campaign_start_s=now_s - 30, seed=3, start_s=now_s - 30)
+    reading = device.advance(now_s, Gemm.sim_profile, 1.0)
+    publish_reading(agent.settings.sim_state_dir, "sim0", reading)
+    return reading
+
+
+def report(agent: Agent, campaign_id: int, now_s: float, gflops: float) -> Path:
+    """A worker's report of one interval on sim0."""
+    return write_report(
+        agent.settings.inbox_dir,
+        WorkerReport(
+            campaign_id=campaign_id,
+            device="sim0",
+            pid=os.getpid(),
+            samples=[{"time_s": now_s, "device": "sim0", "metric": "throughput.gemm", "value": gflops}],
+            events=[
+                {
+                    "time_s": now_s,
+                    "device": "sim0",
+                    "kind": "sdc",
+                    "severity": "critical",
+                    "message": "GEMM result differs from its reference",
+                }
+            ],
+        ),
+    )
+
+
+def inbox(agent: Agent) -> list[str]:
+    return sorted(path.name for path in agent.settings.inbox_dir.glob("*.json"))
+
+
+def test_the_agent_registers_and_delivers_collectors_and_worker_reports(controller: Controller, agent: Agent) -> None:
+    controller.start()
+    campaign_id = controller.new_campaign()
+    now_s = time.time()
+    publish_sim0(agent, now_s)
+    report(agent, campaign_id, now_s, 812.5)
+
+    agent.cycle(now_s)
+
+    nodes = httpx.get(f"{controller.url}/api/v1/nodes").json()
+    devices = {d["name"]: d for d in httpx.get(f"{controller.url}/api/v1/devices").json()}
+    assert [n["name"] for n in nodes] == ["n1"]
+    assert sorted(devices) == ["n1/cpu0", "sim0", "sim1"]
+    assert devices["sim1"]["simulated"] and not devices["n1/cpu0"]["simulated"]
+    assert controller.count(Sample, metric="device.temperature_c", device="sim0") == 1
+    assert controller.count(Sample, metric="device.temperature_c", device="sim1") == 0
+    assert controller.count(Sample, metric="host.memory_used_bytes") == 1
+    # The worker's process is watched once its report names it.
+    assert controller.count(Sample, metric="process.rss_bytes", device="sim0") == 1
+    assert controller.count(Sample, metric="throughput.gemm", device="sim0") == 1
+    assert controller.count(Event, device="sim0") == 1
+    assert inbox(agent) == []
+    progress = httpx.get(f"{controller.url}/api/v1/campaigns/{campaign_id}").json()
+    assert (progress["samples_stored"], progress["events_stored"]) == (1, 1)
+
+    agent.cycle(now_s + 1)
+
+    assert controller.count(Sample, metric="throughput.gemm") == 1
+    assert controller.count(Sample, metric="host.memory_used_bytes") == 2
+
+
+def test_reports_wait_out_a_controller_outage_and_arrive_once(controller: Controller, agent: Agent) -> None:
+    campaign_id = controller.new_campaign()
+    now_s = time.time()
+    publish_sim0(agent, now_s)
+    report(agent, campaign_id, now_s, 800.0)
+
+    agent.cycle(now_s)
+    report(agent, campaign_id, now_s + 1, 801.0)
+    agent.cycle(now_s + 1)
+
+    assert len(inbox(agent)) == 2
+    queued = {s.name: s.value for f in agent.values.collect() for s in f.samples}["soak_agent_queued_batches"]
+    assert queued == 4.0  # two collector batches and two worker reports
+
+    controller.start()
+    agent.cycle(now_s + 2)
+
+    assert inbox(agent) == []
+    assert controller.count(Sample, metric="throughput.gemm", device="sim0") == 2
+    assert controller.count(Event, device="sim0") == 2
+    assert controller.count(Sample, metric="host.memory_used_bytes") == 3
+
+    agent.cycle(now_s + 3)
+
+    assert controller.count(Sample, metric="throughput.gemm", device="sim0") == 2
+    assert controller.count(Sample, metric="host.memory_used_bytes") == 4
+
+
+def test_the_agent_registers_again_when_the_controller_forgets_it(
+    controller: Controller, agent: Agent, tmp_path: Path
+) -> None:
+    controller.start()
+    now_s = time.time()
+    agent.cycle(now_s)
+    controller.stop()
+    # A fresh store: the controller no longer knows node n1.
+    controller.database_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(controller.database_url)
+    controller.start()
+
+    agent.cycle(now_s + 1)
+
+    engine = make_engine(controller.database_url)
+    with Session(engine) as session:
+        assert list(session.scalars(select(Node.name))) == ["n1"]
+    engine.dispose()
+    assert controller.count(Sample, metric="host.memory_used_bytes") == 1
+
+
+class BrokenCollector:
+    """A collector whose source fails every time."""
+
+    name: ClassVar[str] = "broken"
+
+    def devices(self) -> list[DeviceIn]:
+        return []
+
+    def collect(self, now_s: float, context: CollectContext) -> Collected:
+        raise OSError("the vendor tool hung up")
+
+
+def test_the_agent_metrics_show_device_values_and_collector_health(controller: Controller, agent: Agent) -> None:
+    controller.start()
+    campaign_id = controller.new_campaign()
+    agent.collectors.append(BrokenCollector())
+    now_s = time.time()
+    reading = publish_sim0(agent, now_s)
+    report(agent, campaign_id, now_s, 812.5)
+    agent.cycle(now_s)
+    port = serve(agent.values, host="127.0.0.1", port=0)
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert values[("soak_device_temperature_c", (("device", "sim0"), ("node", "n1")))] == pytest.approx(
+        reading.temperature_c
+    )
+    assert values[("soak_throughput", (("device", "sim0"), ("node", "n1"), ("workload", "gemm")))] == 812.5
+    assert values[("soak_host_memory_used_bytes", (("device", ""), ("node", "n1")))] > 0
+    assert values[("soak_agent_collector_success", (("collector", "host"), ("node", "n1")))] == 1.0
+    assert values[("soak_agent_collector_success", (("collector", "simulated"), ("node", "n1")))] == 1.0
+    assert values[("soak_agent_collector_success", (("collector", "broken"), ("node", "n1")))] == 0.0
+    assert values[("soak_agent_queued_batches", ())] == 0.0
+    # A failing collector costs its own data only.
+    assert controller.count(Sample, metric="device.temperature_c", device="sim0") == 1
