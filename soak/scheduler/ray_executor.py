@@ -83,7 +83,7 @@ class RayExecutor:
         self._owns_cluster = False
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             else:
                 ray.init(
                     num_cpus=os.cpu_count() or 1,
@@ -91,7 +91,7 @@ class RayExecutor:
                     include_dashboard=False,
                     _node_ip_address="127.0.0.1",
                     object_store_memory=128 * 1024 * 1024,
-                    logging_level=logging.WARNING,
+                    logging_level=logging.ERROR,
                     log_to_driver=False,
                 )
                 self._owns_cluster = True

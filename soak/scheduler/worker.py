@@ -90,6 +90,12 @@ class DeviceWorker:
                 "metric": "worker.busy_ratio",
                 "value": result.busy_s / max(result.end_s - result.start_s, 1e-9),
             },
+            {
+                "time_s": result.end_s,
+                "device": device,
+                "metric": "worker.device_time_ratio",
+                "value": result.device_s / max(result.busy_s, 1e-9),
+            },
         ]
         events = [self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors]
         if result.sdc_mismatches:

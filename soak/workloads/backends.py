@@ -72,7 +72,8 @@ class CpuDevice:
         workload.prepare(self._device)
 
     def run_interval(self, workload: Workload, *, end_s: float) -> IntervalResult:
-        return workload.run_interval(end_s=end_s, synchronize=lambda: None)
+        # With one torch thread the kernels run on this thread, so its CPU time is the device's time.
+        return workload.run_interval(end_s=end_s, synchronize=lambda: None, device_clock=time.thread_time)
 
     def teardown(self, workload: Workload) -> None:
         workload.teardown()
@@ -127,8 +128,9 @@ class SimDevice:
             result.sdc_mismatches += reading.sdc_events
             previous_s = now_s
         result.steps = 1
-        result.busy_s = (result.end_s - result.start_s) * workload.spec.duty_cycle
         result.end_s = time.time()
+        # The simulated rate already includes the duty cycle, so device time is the whole interval.
+        result.busy_s = result.device_s = result.end_s - result.start_s
         return result
 
     def teardown(self, workload: Workload) -> None:

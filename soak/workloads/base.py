@@ -29,14 +29,14 @@ class IntervalResult:
     work_units: float = 0.0
     steps: int = 0
     busy_s: float = 0.0
+    device_s: float = 0.0
     sdc_mismatches: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def units_per_s(self) -> float:
-        """Throughput over the whole interval, idle part of the duty cycle included."""
-        elapsed_s = self.end_s - self.start_s
-        return self.work_units / elapsed_s if elapsed_s > 0 else 0.0
+        """Throughput per second of device time: what the device delivers while it works."""
+        return self.work_units / self.device_s if self.device_s > 0 else 0.0
 
 
 class WorkloadParams(BaseModel):
@@ -72,9 +72,16 @@ class Workload(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Release what prepare() allocated."""
 
-    def run_interval(self, *, end_s: float, synchronize: Callable[[], None]) -> IntervalResult:
-        """Step until the busy part of the interval is over, then idle until `end_s`."""
+    def run_interval(
+        self, *, end_s: float, synchronize: Callable[[], None], device_clock: Callable[[], float]
+    ) -> IntervalResult:
+        """Step until the busy part of the interval is over, then idle until `end_s`.
+
+        `device_clock` measures the device's own time (CPU time of this thread for the CPU, events on an
+        accelerator), so that a host that starves the worker is not mistaken for a slower device.
+        """
         result = IntervalResult(start_s=time.time(), end_s=end_s)
+        device_started_s = device_clock()
         busy_until_s = result.start_s + (end_s - result.start_s) * self.spec.duty_cycle
         try:
             while time.time() < busy_until_s:
@@ -89,6 +96,7 @@ class Workload(ABC):
             log.warning("%s step failed: %s", self.name, error)
             result.errors.append(f"{type(error).__name__}: {error}")
         result.busy_s = time.time() - result.start_s
+        result.device_s = device_clock() - device_started_s
         remaining_s = end_s - time.time()
         if remaining_s > 0:
             time.sleep(remaining_s)

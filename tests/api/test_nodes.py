@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -58,7 +59,8 @@ def test_registering_again_updates_in_place(
     assert again.status_code == 200
     assert again.json()["id"] == first["id"]
     assert again.json()["hostname"] == "gpu-07.renamed.internal"
-    assert again.json()["last_seen_at"] >= first["last_seen_at"]
+    seen = [datetime.fromisoformat(body["last_seen_at"]) for body in (first, again.json())]
+    assert seen[1] >= seen[0]
     assert len(client.get("/api/v1/nodes").json()) == 1
     after = devices_by_name(client)
     assert {name: d["id"] for name, d in after.items()} == {name: d["id"] for name, d in before.items()}

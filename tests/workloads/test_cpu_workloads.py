@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from soak.plan import WorkloadSpec
+from soak.workloads.backends import CpuDevice
 from soak.workloads.base import IntervalResult, Workload
 from soak.workloads.gemm import Gemm
 from soak.workloads.precision import UnsupportedPrecision
@@ -36,7 +37,8 @@ def one_thread() -> Iterator[None]:
 
 
 def run(workload: Workload, seconds: float = INTERVAL_S) -> IntervalResult:
-    return workload.run_interval(end_s=time.time() + seconds, synchronize=lambda: None)
+    """One sample interval through the CPU backend, as a worker runs it."""
+    return CpuDevice().run_interval(workload, end_s=time.time() + seconds)
 
 
 @pytest.mark.parametrize("name", ["gemm", "train"])
@@ -131,7 +133,6 @@ def test_half_duty_cycle_leaves_the_device_idle_part_of_the_interval() -> None:
     assert result.steps > 0
     # The busy half ends with the first step past it; a 64x64 GEMM step is far shorter than a quarter interval.
     assert result.busy_s < 0.75 * elapsed_s
-    assert elapsed_s >= INTERVAL_S
 
 
 def test_a_failing_step_becomes_an_error_not_a_crash() -> None:
@@ -143,4 +144,3 @@ def test_a_failing_step_becomes_an_error_not_a_crash() -> None:
 
     assert result.steps == 0
     assert len(result.errors) == 1 and result.errors[0].startswith("RuntimeError:")
-    assert result.end_s - result.start_s >= 0.05
