@@ -67,7 +67,8 @@ class Agent:
         """Serve /metrics, then collect and deliver until stopped."""
         self.settings.inbox_dir.mkdir(parents=True, exist_ok=True)
         self.settings.sim_state_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_port = serve(self.values, host=self.settings.metrics_host, port=self.settings.metrics_port)
+        metrics_server = serve(self.values, host=self.settings.metrics_host, port=self.settings.metrics_port)
+        self.metrics_port = int(metrics_server.server_port)
         log.info(
             "agent %s: /metrics on %s:%s",
             self.settings.node_name,
@@ -81,6 +82,8 @@ class Agent:
             self._stop.wait(max(0.0, next_s - time.time()))
         self._deliver()
         self.client.close()
+        metrics_server.shutdown()
+        metrics_server.server_close()
 
     def node_in(self) -> NodeIn:
         """This node's registration."""

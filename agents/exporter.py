@@ -6,6 +6,7 @@ import re
 import threading
 from collections.abc import Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -82,9 +83,9 @@ class LatestValues(Collector):
         )
 
 
-def serve(values: LatestValues, *, host: str, port: int) -> int:
-    """Expose /metrics; returns the port (useful when 0 asked for a free one)."""
+def serve(values: LatestValues, *, host: str, port: int) -> WSGIServer:
+    """Expose /metrics in a background thread; the server's `server_port` says where (0 asks for a free one)."""
     registry = CollectorRegistry()
     registry.register(values)
     server, _thread = start_http_server(port, addr=host, registry=registry)
-    return int(server.server_port)
+    return server

@@ -88,7 +88,7 @@ def demo_plan(*, minutes: float, devices: int, seed: int, faults: list[InjectedF
         "devices": [{"simulated": devices}, {"vendor": "cpu", "count": 1}],
         "workloads": [
             {"name": "gemm", "weight": 1, "precision": "fp32", "params": {"size": 256}},
-            {"name": "train", "weight": 1, "precision": "fp32", "batch_size": 64, "params": {"hidden": 256}},
+            {"name": "train", "weight": 1, "precision": "fp32", "batch_size": 64, "params": {"hidden": 512}},
         ],
         "faults": specs,
         "seed": seed,

@@ -133,8 +133,18 @@ class WorkloadSpec(_Strict):
 
 
 class _FaultBase(_Strict):
-    device: str = Field(pattern=r"^sim\d+$", description="simulated device name, e.g. sim3")
+    device: str = Field(description="simulated device name, e.g. sim3")
     start: Duration = Field(default=timedelta(0), description="campaign time at which the fault begins")
+
+    @field_validator("device")
+    @classmethod
+    def _simulated_device(cls, device: str) -> str:
+        if re.fullmatch(r"sim\d+", device) is None:
+            raise ValueError(
+                f"{device!r} is not a simulated device; faults are injected into simulated devices "
+                "only, named sim0, sim1, ..."
+            )
+        return device
 
     @field_validator("start")
     @classmethod
@@ -223,8 +233,8 @@ class Plan(_Strict):
     name: str = Field(min_length=1, max_length=120, pattern=r"^[\w .:+-]+$")
     description: str = Field(default="", max_length=4000)
     duration: Duration
-    sample_interval: Duration = timedelta(seconds=1)
     warmup: Duration = timedelta(seconds=60)
+    sample_interval: Duration = timedelta(seconds=1)
     rotation: Duration = Field(default=timedelta(minutes=5), description="length of one workload-mix slot")
     slot_warmup: Duration = Field(
         default=timedelta(seconds=10), description="start of each slot left out of statistics while clocks settle"
@@ -235,6 +245,8 @@ class Plan(_Strict):
     acceptance: Acceptance = Acceptance()
     seed: int = Field(default=0, ge=0)
 
+    # Cross-field checks live on the later field (fields validate in order), so each error names its field.
+
     @field_validator("devices", "workloads", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
@@ -242,29 +254,27 @@ class Plan(_Strict):
 
     @field_validator("duration", "sample_interval", "rotation")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
+    def _positive(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive, e.g. 90s, 30m, 36h or 14d")
+        duration, warmup = info.data.get("duration"), info.data.get("warmup")
+        fits = duration is None or warmup is None or value * 10 <= duration - warmup
+        if info.field_name == "sample_interval" and not fits:
+            raise ValueError(
+                f"{format_duration(value)} leaves fewer than 10 samples after warm-up; shorten it or the warm-up"
+            )
         return value
 
     @field_validator("warmup", "slot_warmup")
     @classmethod
-    def _warmup_not_negative(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+    def _warmup_shorter(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value < timedelta(0):
             raise ValueError("must not be negative")
-        # Checked here rather than on the model so that the error names `warmup`, not the whole plan.
-        duration = info.data.get("duration")
-        if duration is not None and value >= duration:
-            raise ValueError(f"{format_duration(value)} must be shorter than duration ({format_duration(duration)})")
+        limit_name = "duration" if info.field_name == "warmup" else "rotation"
+        limit = info.data.get(limit_name)
+        if limit is not None and value >= limit:
+            raise ValueError(f"{format_duration(value)} must be shorter than {limit_name} ({format_duration(limit)})")
         return value
-
-    @model_validator(mode="after")
-    def _consistent_times(self) -> Plan:
-        if self.slot_warmup >= self.rotation:
-            raise ValueError(f"slot_warmup ({self.slot_warmup}) must be shorter than rotation ({self.rotation})")
-        if self.sample_interval * 10 > self.duration - self.warmup:
-            raise ValueError("sample_interval must fit at least 10 samples after warm-up; shorten it")
-        return self
 
     @property
     def simulated_devices(self) -> int:

@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -52,12 +53,12 @@ def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     request.getfixturevalue("postgres_available")
     schema = f"t_{uuid.uuid4().hex}"
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     try:
         yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     finally:
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ class SimulatedCollector:
         self._settings = settings
         self._names = [f"sim{settings.sim_first_index + i}" for i in range(settings.simulated)]
         self._last_event_s: dict[str, float] = {}
+        self._last_reading_s: dict[str, float] = {}
 
     def devices(self) -> list[DeviceIn]:
         spec = SimSpec(name="template")
@@ -49,6 +50,9 @@ class SimulatedCollector:
             reading = readings.get(name)
             if reading is None:
                 continue  # no worker drives it right now: no data, not an error
+            if reading.time_s <= self._last_reading_s.get(name, 0.0):
+                continue  # the device has not published since the last cycle: nothing new to send
+            self._last_reading_s[name] = reading.time_s
             for metric, value in (
                 ("device.temperature_c", reading.temperature_c),
                 ("device.power_w", reading.power_w),

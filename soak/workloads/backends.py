@@ -95,7 +95,7 @@ class CpuBackend:
 class SimDevice:
     """A simulated accelerator: physics and faults from soak.sim, published where the node agent reads them."""
 
-    tick_s: ClassVar[float] = 0.25
+    tick_s: ClassVar[float] = 0.5
 
     def __init__(self, spec: WorkerSpec) -> None:
         now_s = time.time()

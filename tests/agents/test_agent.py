@@ -266,9 +266,12 @@ def test_the_agent_metrics_show_device_values_and_collector_health(controller: C
     reading = publish_sim0(agent, now_s)
     report(agent, campaign_id, now_s, 812.5)
     agent.cycle(now_s)
-    port = serve(agent.values, host="127.0.0.1", port=0)
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    server = serve(agent.values, host="127.0.0.1", port=0)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics").text
+    finally:
+        server.shutdown()
+        server.server_close()
 
     values = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -36,9 +36,7 @@ def memory_series(
     level_bytes: npt.NDArray[np.float64], *, seed: int, noise_sd_bytes: float = 64 * MIB, phi: float = 0.9
 ) -> Series:
     rng = np.random.default_rng(seed)
-    return Series(
-        sample_times_s(), level_bytes + ar1_noise(rng, level_bytes.size, sd=noise_sd_bytes, phi=phi)
-    )
+    return Series(sample_times_s(), level_bytes + ar1_noise(rng, level_bytes.size, sd=noise_sd_bytes, phi=phi))
 
 
 def leak_level_bytes(rate_mib_per_hour: float, *, leak_start_s: float = START_S) -> npt.NDArray[np.float64]:
@@ -103,9 +101,7 @@ def test_leak_that_starts_mid_run_is_dated_from_its_start() -> None:
 def test_fast_leak_or_one_that_fills_the_card_within_a_week_is_critical(
     rate_mib_per_hour: float, capacity_bytes: float | None
 ) -> None:
-    detection = detect(
-        memory_series(leak_level_bytes(rate_mib_per_hour), seed=3), capacity_bytes=capacity_bytes
-    )
+    detection = detect(memory_series(leak_level_bytes(rate_mib_per_hour), seed=3), capacity_bytes=capacity_bytes)
 
     assert detection is not None
     assert detection.severity == "critical"
@@ -115,8 +111,7 @@ def test_flat_noise_raises_at_most_one_false_alarm_in_fifty_runs() -> None:
     flat_bytes = np.full(sample_times_s().size, BASE_BYTES)
     # With no practical limit, only the statistics stand between noise and a finding.
     false_alarms = sum(
-        detect(memory_series(flat_bytes, seed=seed), max_rate_mib_per_hour=0.0) is not None
-        for seed in range(50)
+        detect(memory_series(flat_bytes, seed=seed), max_rate_mib_per_hour=0.0) is not None for seed in range(50)
     )
 
     assert false_alarms <= 1, f"{false_alarms} false leak findings in 50 flat series"
@@ -152,9 +147,7 @@ def test_sawtooth_whose_troughs_keep_rising_is_a_leak() -> None:
 
     assert detection is not None
     assert (
-        float(detection.evidence["ci_low_mib_per_hour"])
-        <= 300.0
-        <= float(detection.evidence["ci_high_mib_per_hour"])
+        float(detection.evidence["ci_low_mib_per_hour"]) <= 300.0 <= float(detection.evidence["ci_high_mib_per_hour"])
     )
 
 
@@ -187,9 +180,7 @@ def test_missing_readings_are_skipped() -> None:
     after_warmup = sample_times_s() >= START_S + WARMUP_S
     assert detection.evidence["n_samples"] == np.count_nonzero(np.isfinite(level[after_warmup]))
     assert (
-        float(detection.evidence["ci_low_mib_per_hour"])
-        <= 200.0
-        <= float(detection.evidence["ci_high_mib_per_hour"])
+        float(detection.evidence["ci_low_mib_per_hour"]) <= 200.0 <= float(detection.evidence["ci_high_mib_per_hour"])
     )
 
 

@@ -68,9 +68,7 @@ def test_registering_again_updates_in_place(
     assert after["gpu-07/cuda0"]["driver_version"] == "570.86.15"
 
 
-def test_a_device_that_is_no_longer_reported_is_kept_for_history(
-    client: TestClient, register: Register
-) -> None:
+def test_a_device_that_is_no_longer_reported_is_kept_for_history(client: TestClient, register: Register) -> None:
     register("gpu-07", ["gpu-07/cuda0", "gpu-07/cuda1"])
 
     register("gpu-07", ["gpu-07/cuda0"])
@@ -92,43 +90,38 @@ def test_a_device_name_claimed_by_another_node_is_a_conflict(client: TestClient,
     }
 
 
-def test_registration_needs_the_token(
-    client: TestClient, node_payload: Callable[..., dict[str, Any]]
-) -> None:
+def test_registration_needs_the_token(client: TestClient, node_payload: Callable[..., dict[str, Any]]) -> None:
     response = client.put("/api/v1/nodes/n1", json=node_payload("n1", ["sim0"]))
 
     assert response.status_code == 401
     assert client.get("/api/v1/nodes").json() == []
 
 
-@pytest.mark.parametrize(
-    ("change", "problem"),
-    [
-        (lambda p: p["devices"][0].update(name="gpu 0"), "devices[0].name: String should match pattern"),
-        (
-            lambda p: p["devices"][0].update(backend="CUDA!"),
-            "devices[0].backend: String should match pattern",
-        ),
-        (lambda p: p.pop("inbox_dir"), "inbox_dir: Field required"),
-        (lambda p: p.update(gpus=8), "gpus: Extra inputs are not permitted"),
-    ],
-    ids=["device-name", "backend", "no-inbox", "unknown-field"],
-)
+BAD_REGISTRATIONS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    ("device-name", lambda p: p["devices"][0].update(name="gpu 0"), "devices[0].name: String should match pattern"),
+    ("backend", lambda p: p["devices"][0].update(backend="CUDA!"), "devices[0].backend: String should match pattern"),
+    ("no-inbox", lambda p: p.pop("inbox_dir"), "inbox_dir: Field required"),
+    ("unknown-field", lambda p: p.update(gpus=8), "gpus: Extra inputs are not permitted"),
+]
+
+
 def test_a_bad_registration_is_answered_422_naming_the_field(
     client: TestClient,
     auth: dict[str, str],
     node_payload: Callable[..., dict[str, Any]],
-    change: Callable[[dict[str, Any]], Any],
-    problem: str,
+    subtests: pytest.Subtests,
 ) -> None:
-    payload = node_payload("n1", ["sim0"])
-    change(payload)
+    for case, change, problem in BAD_REGISTRATIONS:
+        with subtests.test(msg=case):
+            payload = node_payload("n1", ["sim0"])
+            change(payload)
 
-    response = client.put("/api/v1/nodes/n1", json=payload, headers=auth)
+            response = client.put("/api/v1/nodes/n1", json=payload, headers=auth)
 
-    assert response.status_code == 422
-    problems = response.json()["problems"]
-    assert len(problems) == 1 and problems[0].startswith(problem), problems
+            assert response.status_code == 422
+            problems = response.json()["problems"]
+            assert len(problems) == 1 and problems[0].startswith(problem), problems
+    assert client.get("/api/v1/nodes").json() == []
 
 
 def test_a_bad_node_name_is_answered_422(client: TestClient, register: Register) -> None:
@@ -187,9 +180,7 @@ def test_simulated_selectors_take_only_simulated_devices(session: Session, fleet
     assert chosen(session, {"simulated": 2}) == ["sim0", "sim1"]
 
 
-def test_vendor_and_model_selectors_take_only_real_matching_devices(
-    session: Session, fleet: dict[str, int]
-) -> None:
+def test_vendor_and_model_selectors_take_only_real_matching_devices(session: Session, fleet: dict[str, int]) -> None:
     # "Simulated H200" must not count as an H200; vendor and model match without regard to case.
     assert chosen(session, {"vendor": "nvidia", "model": "h200"}) == ["a/cuda0", "a/cuda1"]
     assert chosen(session, {"model": "H100", "count": 1}) == ["b/cuda0"]
@@ -226,9 +217,7 @@ def test_placement_errors_name_the_selector_and_the_numbers(session: Session, fl
     assert str(second.value).startswith(
         "devices[1]: the plan asks for 1 matching devices, the fleet has 0 free (model=H200, count=1)"
     )
-    assert str(nothing.value).startswith(
-        "devices[0]: the plan asks for 1 matching devices, the fleet has 0 free"
-    )
+    assert str(nothing.value).startswith("devices[0]: the plan asks for 1 matching devices, the fleet has 0 free")
     assert str(nothing.value).endswith("register more nodes or lower the count")
 
 

@@ -165,22 +165,23 @@ def test_a_batch_for_an_unknown_campaign_is_refused_not_taken_for_a_duplicate(
     assert (fixed["duplicate"], fixed["samples_stored"]) == (False, 1)
 
 
-@pytest.mark.parametrize(
-    ("change", "problem"),
-    [
+def test_a_malformed_batch_is_answered_422(
+    client: TestClient, auth: dict[str, str], node: str, engine: Engine, subtests: pytest.Subtests
+) -> None:
+    for change, problem in [
         ({"batch_id": "short"}, "batch_id: String should match pattern"),
         ({"node": "bad node"}, "node: String should match pattern"),
         ({"samples": "lots"}, "samples: Input should be a valid list"),
         ({"payload": []}, "payload: Extra inputs are not permitted"),
-    ],
-)
-def test_a_malformed_batch_is_answered_422(
-    client: TestClient, auth: dict[str, str], node: str, change: dict[str, Any], problem: str
-) -> None:
-    response = client.post(TELEMETRY, json={**batch(), **change}, headers=auth)
+    ]:
+        with subtests.test(msg=problem):
+            body = {**batch(samples=[sample("host.cpu_ratio", 0.5)]), **change}
 
-    assert response.status_code == 422
-    assert response.json()["problems"][0].startswith(problem), response.json()
+            response = client.post(TELEMETRY, json=body, headers=auth)
+
+            assert response.status_code == 422
+            assert response.json()["problems"][0].startswith(problem), response.json()
+    assert rows(engine, Sample) == 0
 
 
 def test_ingest_needs_the_token(client: TestClient, node: str, engine: Engine) -> None:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,45 @@ def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(stack: tuple[str, st
             .where(Sample.campaign_id == campaign_id, Device.name == "sim0", Sample.metric == "throughput.gemm")
         )
     assert last_throughput_s is not None and last_throughput_s > hangs[0]["time_s"] + 5
+
+
+def test_pause_holds_the_load_and_resume_finishes_the_campaign(stack: tuple[str, str]) -> None:
+    url, _ = stack
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    plan = {
+        "name": "pause-resume",
+        "duration": "30s",
+        "warmup": "5s",
+        "rotation": "30s",
+        "devices": {"simulated": 1},
+        "workloads": [{"name": "gemm"}],
+    }
+    campaign_id = client.post("/api/v1/campaigns", json=plan).json()["id"]
+
+    def state() -> str:
+        return str(client.get(f"/api/v1/campaigns/{campaign_id}").json()["campaign"]["state"])
+
+    give_up_s = time.time() + 120
+    while state() != "running":
+        assert time.time() < give_up_s
+        time.sleep(0.2)
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/resume").status_code == 409  # not paused yet
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/pause").status_code == 200
+    while state() != "paused":
+        assert time.time() < give_up_s
+        time.sleep(0.2)
+    time.sleep(6)
+    paused = client.get(f"/api/v1/campaigns/{campaign_id}").json()
+    assert paused["devices_running"] == 0, "a paused campaign holds its devices but runs nothing"
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/resume").status_code == 200
+    while (current := state()) not in {"completed", "failed", "stopped"}:
+        assert time.time() < give_up_s
+        time.sleep(0.5)
+
+    final = client.get(f"/api/v1/campaigns/{campaign_id}").json()
+    assert current == "completed", final["campaign"]["reason"]
+    # Pauses do not count as campaign time: 30 s under load, whatever the wall clock says.
+    assert 29.0 <= final["elapsed_s"] <= 40.0
+    started = datetime.fromisoformat(final["campaign"]["started_at"])
+    ended = datetime.fromisoformat(final["campaign"]["ended_at"])
+    assert (ended - started).total_seconds() >= 30.0 + 5.0

@@ -186,12 +186,22 @@ def test_a_plan_larger_than_the_ray_cluster_fails_with_a_clear_reason(controller
     client = httpx.Client(base_url=controller.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
     # Six simulated devices registered, but the cluster's nodes offer only four SOAK_SIM slots.
     devices = [
-        {"name": f"sim{i}", "backend": "sim", "index": i, "vendor": "simulated", "model": "Simulated H200",
-         "simulated": True}
+        {
+            "name": f"sim{i}",
+            "backend": "sim",
+            "index": i,
+            "vendor": "simulated",
+            "model": "Simulated H200",
+            "simulated": True,
+        }
         for i in range(6)
     ]
-    node = {"hostname": "big", "inbox_dir": str(tmp_path / "inbox"), "sim_state_dir": str(tmp_path / "sim"),
-            "devices": devices}
+    node = {
+        "hostname": "big",
+        "inbox_dir": str(tmp_path / "inbox"),
+        "sim_state_dir": str(tmp_path / "sim"),
+        "devices": devices,
+    }
     assert client.put("/api/v1/nodes/big", json=node).status_code == 200
     plan = {**_plan(), "devices": {"simulated": 6}, "faults": []}
     campaign_id = client.post("/api/v1/campaigns", json=plan).json()["id"]

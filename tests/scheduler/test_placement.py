@@ -21,8 +21,14 @@ def test_too_many_devices_requested_fails_the_campaign_naming_the_selector(tmp_p
     settings = Settings(database_url=database_url, api_token=TOKEN, executor="local", placement_wait_s=0)
     with TestClient(create_app(settings)) as client:
         devices = [
-            {"name": f"sim{i}", "backend": "sim", "index": i, "vendor": "simulated", "model": "Simulated H200",
-             "simulated": True}
+            {
+                "name": f"sim{i}",
+                "backend": "sim",
+                "index": i,
+                "vendor": "simulated",
+                "model": "Simulated H200",
+                "simulated": True,
+            }
             for i in range(2)
         ]
         node = {"hostname": "n", "inbox_dir": str(tmp_path), "sim_state_dir": str(tmp_path), "devices": devices}

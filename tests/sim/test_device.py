@@ -42,9 +42,7 @@ def make_device(
     seed: int = 7,
     start_s: float = START_S,
 ) -> SimulatedDevice:
-    return SimulatedDevice(
-        SimSpec(name=name), faults=faults, campaign_start_s=START_S, seed=seed, start_s=start_s
-    )
+    return SimulatedDevice(SimSpec(name=name), faults=faults, campaign_start_s=START_S, seed=seed, start_s=start_s)
 
 
 def run(
@@ -186,9 +184,7 @@ def test_device_memory_leak_grows_at_its_rate_and_is_freed_by_a_restart() -> Non
     baseline_bytes = readings[0].memory_used_bytes
 
     assert at(readings, START_S + 600).memory_used_bytes == baseline_bytes
-    growth_bytes = (
-        at(readings, START_S + 7200).memory_used_bytes - at(readings, START_S + 3600).memory_used_bytes
-    )
+    growth_bytes = at(readings, START_S + 7200).memory_used_bytes - at(readings, START_S + 3600).memory_used_bytes
     assert growth_bytes == pytest.approx(256 * MIB, abs=1)
     assert readings[-1].host_leak_bytes == 0
 
@@ -263,9 +259,7 @@ def test_driver_errors_arrive_at_about_their_rate_on_their_device_only() -> None
 @pytest.mark.parametrize(("xid", "message"), [(79, "GPU has fallen off the bus"), (43, "Unknown error")])
 def test_driver_error_lines_carry_the_message_for_their_code(xid: int, message: str) -> None:
     fault = DriverErrorFault(kind="driver_errors", device="sim0", xid=xid, rate_per_hour=3600)
-    events = [
-        event for reading in run(make_device(faults=[fault]), seconds=60) for event in reading.driver_events
-    ]
+    events = [event for reading in run(make_device(faults=[fault]), seconds=60) for event in reading.driver_events]
 
     assert events
     assert all(event.raw.endswith(f": {xid}, pid='<unknown>', name=<unknown>, {message}") for event in events)

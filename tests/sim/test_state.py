@@ -15,9 +15,7 @@ START_S = 1_800_000_000.0
 GEMM = SimProfile(unit="TFLOP/s", peak_units_per_s=989.0, power_fraction=1.15, memory_fraction=0.05)
 
 
-def make_reading(
-    time_s: float, *, driver_events: tuple[DriverEvent, ...] = (), sdc_events: int = 0
-) -> SimReading:
+def make_reading(time_s: float, *, driver_events: tuple[DriverEvent, ...] = (), sdc_events: int = 0) -> SimReading:
     return SimReading(
         time_s=time_s,
         temperature_c=82.4,
@@ -43,9 +41,7 @@ def xid(time_s: float, code: int = 79) -> DriverEvent:
 
 def test_a_published_device_reading_reads_back_unchanged(tmp_path: Path) -> None:
     fault = DriverErrorFault(kind="driver_errors", device="sim0", xid=79, rate_per_hour=3600)
-    device = SimulatedDevice(
-        SimSpec(name="sim0"), faults=[fault], campaign_start_s=START_S, seed=3, start_s=START_S
-    )
+    device = SimulatedDevice(SimSpec(name="sim0"), faults=[fault], campaign_start_s=START_S, seed=3, start_s=START_S)
     reading = device.advance(START_S + 30.0, GEMM, 1.0)
     assert reading.driver_events
 
@@ -66,9 +62,7 @@ def test_readings_of_several_devices_are_keyed_by_device_name(tmp_path: Path) ->
 
 
 def test_the_file_keeps_driver_event_history_and_a_running_sdc_total(tmp_path: Path) -> None:
-    publish_reading(
-        tmp_path, "sim0", make_reading(START_S + 1.0, driver_events=(xid(START_S + 0.5),), sdc_events=2)
-    )
+    publish_reading(tmp_path, "sim0", make_reading(START_S + 1.0, driver_events=(xid(START_S + 0.5),), sdc_events=2))
     publish_reading(tmp_path, "sim0", make_reading(START_S + 2.0))
     publish_reading(
         tmp_path, "sim0", make_reading(START_S + 3.0, driver_events=(xid(START_S + 2.5, 48),), sdc_events=3)
