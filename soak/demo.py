@@ -6,23 +6,17 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from rich.console import Console
 
-from soak.api import create_app
 from soak.config import DATA_DIR, Settings, new_token
 from soak.console import ApiClient, findings_table, follow
+from soak.embedded import EmbeddedController, free_port, start_agent, stop_agents
 from soak.migrations import upgrade
 from soak.plan import parse_plan
-
-SIM_NODES = ("sim-node-0", "sim-node-1")
 
 
 @dataclass(frozen=True)
@@ -95,46 +89,29 @@ def demo_plan(*, minutes: float, devices: int, seed: int, faults: list[InjectedF
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _start_controller(settings: Settings) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="soak-controller", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the controller did not start; see the log above")
-        time.sleep(0.1)
-    return server, thread
-
-
 def _start_agents(*, url: str, token: str, devices: int, run_dir: Path) -> list[subprocess.Popen[bytes]]:
-    per_node = [devices // 2 + devices % 2, devices // 2]
+    """Two simulated nodes sharing the simulated devices, and this host offering its CPU."""
+    first_node = devices // 2 + devices % 2
     layout = [
-        (name, count, first, False) for name, count, first in zip(SIM_NODES, per_node, (0, per_node[0]), strict=True)
+        ("sim-node-0", first_node, 0, False),
+        ("sim-node-1", devices - first_node, first_node, False),
+        (socket.gethostname(), 0, 0, True),
     ]
-    layout.append((socket.gethostname(), 0, 0, True))
     processes = []
     for node, simulated, first, cpu in layout:
-        env = {
-            **os.environ,
-            "SOAK_AGENT_CONTROLLER_URL": url,
-            "SOAK_API_TOKEN": token,
-            "SOAK_AGENT_NODE_NAME": node,
-            "SOAK_AGENT_SIMULATED": str(simulated),
-            "SOAK_AGENT_SIM_FIRST_INDEX": str(first),
-            "SOAK_AGENT_CPU_DEVICE": str(cpu).lower(),
-            "SOAK_AGENT_METRICS_PORT": "0",
-            "SOAK_AGENT_DATA_DIR": str(run_dir / "nodes" / node),
-        }
         log = (run_dir / f"agent-{node}.log").open("wb")
-        processes.append(subprocess.Popen([sys.executable, "-m", "agents"], env=env, stdout=log, stderr=log))
+        processes.append(
+            start_agent(
+                controller_url=url,
+                token=token,
+                node=node,
+                data_dir=run_dir / "nodes" / node,
+                simulated=simulated,
+                sim_first_index=first,
+                cpu_device=cpu,
+                output=log,
+            )
+        )
     return processes
 
 
@@ -205,7 +182,7 @@ def run_demo(
         environment="demo",
         database_url=database_url,
         api_token=token,
-        port=_free_port(),
+        port=free_port(),
         executor=executor,
         placement_wait_s=60,
         hang_timeout_s=20,
@@ -213,12 +190,13 @@ def run_demo(
     )
     url = f"http://127.0.0.1:{settings.port}"
     console.print(
-        f"[bold]soak demo[/]: {devices} simulated accelerators on {len(SIM_NODES)} nodes + the CPU, "
+        f"[bold]soak demo[/]: {devices} simulated accelerators on 2 nodes + the CPU, "
         f"{minutes:g} min, seed {seed}, executor {executor}; store {database_url}"
     )
     for fault in faults:
         console.print(f"  injecting {fault.kind.replace('_', ' ')} on [bold]{fault.device}[/]")
-    server, thread = _start_controller(settings)
+    controller = EmbeddedController(settings)
+    controller.start()
     agents = _start_agents(url=url, token=token, devices=devices, run_dir=run_dir)
     client = ApiClient(url, token)
     try:
@@ -228,12 +206,8 @@ def run_demo(
         progress = follow(client, campaign_id, console)
         found = client.get(f"/api/v1/campaigns/{campaign_id}/findings")
     finally:
-        for process in agents:
-            process.terminate()
-        for process in agents:
-            process.wait(timeout=30)
-        server.should_exit = True
-        thread.join(timeout=60)
+        stop_agents(agents)
+        controller.stop()
     console.print(findings_table(found) if found else "[green]no findings[/]")
     by_device: dict[str, list[str]] = {}
     for finding in found:

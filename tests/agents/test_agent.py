@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,10 +19,10 @@ from agents.collectors.base import CollectContext, Collected
 from agents.config import AgentSettings
 from agents.exporter import serve
 from agents.inbox import WorkerReport, write_report
-from soak.api import create_app
 from soak.campaigns.service import create_campaign
 from soak.config import Settings
 from soak.db import make_engine
+from soak.embedded import EmbeddedController, free_port
 from soak.migrations import upgrade
 from soak.nodes.models import Device, Node
 from soak.nodes.schemas import DeviceIn
@@ -39,42 +35,18 @@ from soak.workloads.gemm import Gemm
 TOKEN = "agent-test-token-0123456789abcdefghijkl"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+class Controller(EmbeddedController):
+    """The API alone (no scheduler) on 127.0.0.1, restartable, with ways to look at what it stored."""
 
+    def __init__(self, database_url: str) -> None:
+        settings = Settings(database_url=database_url, api_token=TOKEN, environment="development", port=free_port())
+        super().__init__(settings, run_scheduler=False)
+        self.database_url = database_url
 
-@dataclass
-class Controller:
-    """A controller (API only, no scheduler) served by uvicorn on 127.0.0.1, startable again after a stop."""
-
-    database_url: str
-    port: int
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        settings = Settings(database_url=self.database_url, api_token=TOKEN, environment="development")
-        config = uvicorn.Config(
-            create_app(settings, run_scheduler=False), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        while not self._server.started:
-            assert self._thread.is_alive(), "the controller did not start"
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
+    def use_database(self, database_url: str) -> None:
+        """Serve another store from the next start() on."""
+        self.database_url = database_url
+        self.settings = self.settings.model_copy(update={"database_url": database_url})
 
     def count(self, table: type[Sample] | type[Event], *, metric: str | None = None, device: str | None = None) -> int:
         """Rows stored, optionally of one metric and one device."""
@@ -111,7 +83,7 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
     """A migrated SQLite store and a controller for it; not started (tests start it when they want it up)."""
     database_url = f"sqlite:///{tmp_path / 'controller.db'}"
     upgrade(database_url)
-    controller = Controller(database_url=database_url, port=free_port())
+    controller = Controller(database_url)
     yield controller
     controller.stop()
 
@@ -233,7 +205,7 @@ def test_the_agent_registers_again_when_the_controller_forgets_it(
     agent.cycle(now_s)
     controller.stop()
     # A fresh store: the controller no longer knows node n1.
-    controller.database_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    controller.use_database(f"sqlite:///{tmp_path / 'fresh.db'}")
     upgrade(controller.database_url)
     controller.start()
 

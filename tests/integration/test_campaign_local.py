@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,12 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
-from soak.api import create_app
 from soak.config import Settings
 from soak.db import make_engine, session_factory
+from soak.embedded import EmbeddedController, free_port, start_agent, stop_agents
 from soak.migrations import upgrade
 from soak.nodes.models import Device
 from soak.telemetry.models import Sample
@@ -28,12 +22,6 @@ from soak.telemetry.models import Sample
 TOKEN = "local-executor-token-0123456789abcdef0123456"
 HANG_AT_S = 15.0
 HANG_TIMEOUT_S = 8.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,37 +32,20 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
     settings = Settings(
         database_url=database_url,
         api_token=TOKEN,
-        port=_free_port(),
+        port=free_port(),
         executor="local",
         detect_interval_s=5.0,
         placement_wait_s=30.0,
         hang_timeout_s=HANG_TIMEOUT_S,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
+    controller = EmbeddedController(settings)
+    controller.start()
+    agent = start_agent(
+        controller_url=controller.url, token=TOKEN, node="box", data_dir=tmp_path / "nodes" / "box", simulated=3
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "controller failed to start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{settings.port}"
-    env = {
-        **os.environ,
-        "SOAK_AGENT_CONTROLLER_URL": url,
-        "SOAK_API_TOKEN": TOKEN,
-        "SOAK_AGENT_NODE_NAME": "box",
-        "SOAK_AGENT_SIMULATED": "3",
-        "SOAK_AGENT_CPU_DEVICE": "false",
-        "SOAK_AGENT_METRICS_PORT": "0",
-        "SOAK_AGENT_DATA_DIR": str(tmp_path / "nodes" / "box"),
-    }
-    agent = subprocess.Popen([sys.executable, "-m", "agents"], env=env)
-    yield url, database_url
-    agent.terminate()
-    agent.wait(timeout=30)
-    server.should_exit = True
-    thread.join(timeout=30)
+    yield controller.url, database_url
+    stop_agents([agent])
+    controller.stop()
 
 
 def _plan() -> dict[str, Any]:

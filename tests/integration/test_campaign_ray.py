@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
-from soak.api import create_app
 from soak.config import Settings
 from soak.db import make_engine, session_factory
+from soak.embedded import EmbeddedController, free_port, start_agent, stop_agents
 from soak.migrations import upgrade
 from soak.nodes.models import Device
 from soak.scheduler.ray_executor import node_resource
@@ -30,12 +25,6 @@ pytestmark = pytest.mark.ray
 TOKEN = "integration-token-0123456789abcdef0123456789"
 SIM_NODES = {"sim-node-0": (2, 0), "sim-node-1": (2, 2)}  # name: (devices, first index)
 LEAKING_DEVICE = "sim1"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -73,46 +62,34 @@ def controller(tmp_path: Path, ray_cluster: str) -> Iterator[Controller]:
     settings = Settings(
         database_url=database_url,
         api_token=TOKEN,
-        port=_free_port(),
+        port=free_port(),
         executor="ray",
         ray_address=ray_cluster,
         detect_interval_s=5.0,
         placement_wait_s=30.0,
         hang_timeout_s=20.0,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "controller failed to start"
-        time.sleep(0.05)
-    yield Controller(url=f"http://127.0.0.1:{settings.port}", database_url=database_url)
-    server.should_exit = True
-    thread.join(timeout=30)
+    embedded = EmbeddedController(settings)
+    embedded.start()
+    yield Controller(url=embedded.url, database_url=database_url)
+    embedded.stop()
 
 
 @pytest.fixture
 def agents(controller: Controller, tmp_path: Path) -> Iterator[None]:
-    processes = []
-    for name, (devices, first) in SIM_NODES.items():
-        env = {
-            **os.environ,
-            "SOAK_AGENT_CONTROLLER_URL": controller.url,
-            "SOAK_API_TOKEN": TOKEN,
-            "SOAK_AGENT_NODE_NAME": name,
-            "SOAK_AGENT_SIMULATED": str(devices),
-            "SOAK_AGENT_SIM_FIRST_INDEX": str(first),
-            "SOAK_AGENT_CPU_DEVICE": "false",
-            "SOAK_AGENT_METRICS_PORT": "0",
-            "SOAK_AGENT_DATA_DIR": str(tmp_path / "nodes" / name),
-        }
-        processes.append(subprocess.Popen([sys.executable, "-m", "agents"], env=env))
+    processes = [
+        start_agent(
+            controller_url=controller.url,
+            token=TOKEN,
+            node=name,
+            data_dir=tmp_path / "nodes" / name,
+            simulated=devices,
+            sim_first_index=first,
+        )
+        for name, (devices, first) in SIM_NODES.items()
+    ]
     yield
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=30)
+    stop_agents(processes)
 
 
 def _plan() -> dict[str, Any]:
