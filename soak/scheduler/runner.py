@@ -148,9 +148,7 @@ class CampaignRunner:
                     break
                 if command is CampaignCommand.PAUSE and paused_since_s is None:
                     paused_since_s = now_s
-                    for slot in self._slots:
-                        if slot.handle is not None:
-                            slot.handle.interrupt()
+                    self._interrupt_runs()
                     campaigns.set_state(
                         session=session,
                         campaign=campaign,
@@ -283,10 +281,14 @@ class CampaignRunner:
         except Exception:
             log.exception("detection failed for campaign %s; will retry", self.campaign_id)
 
-    def _finish(self, plan: Plan, start_s: float, final: CampaignState, paused_total_s: float) -> None:
+    def _interrupt_runs(self) -> None:
+        """End every dispatched slot early; a worker with no slot has nothing to interrupt."""
         for slot in self._slots:
-            if slot.handle is not None:
+            if slot.handle is not None and slot.run_id is not None:
                 slot.handle.interrupt()
+
+    def _finish(self, plan: Plan, start_s: float, final: CampaignState, paused_total_s: float) -> None:
+        self._interrupt_runs()
         wait_until_s = time.time() + 2 * plan.sample_interval.total_seconds() + 5.0
         while time.time() < wait_until_s and any(slot.run_id is not None for slot in self._slots):
             for slot in self._slots:

@@ -33,12 +33,18 @@ class DeviceWorker:
         return self._progress_s
 
     def interrupt(self) -> None:
-        """End the current slot at the next interval boundary."""
+        """End the current slot (or the one about to start) at the next interval boundary."""
         self._interrupt.set()
 
     def run_segment(self, segment: Segment) -> dict[str, Any]:
         """Run one workload until the slot ends; return a summary for the workload-run record."""
-        self._interrupt.clear()
+        try:
+            return self._run_segment(segment)
+        finally:
+            # Cleared only once honoured: an interrupt that arrives before the slot starts must still end it.
+            self._interrupt.clear()
+
+    def _run_segment(self, segment: Segment) -> dict[str, Any]:
         spec = WorkloadSpec.model_validate(segment.workload)
         workload = load_workload(spec.name)(spec)
         try:
