@@ -109,7 +109,8 @@ class DeviceWorker:
                 self._event(
                     "sdc",
                     "critical",
-                    f"{workload.name} produced {result.sdc_mismatches} wrong result(s) without any error",
+                    f"{workload.name} produced {result.sdc_mismatches} wrong result(s) without any error: "
+                    + "; ".join(result.sdc_details[:3]),
                 )
             )
         write_report(

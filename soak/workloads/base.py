@@ -31,6 +31,7 @@ class IntervalResult:
     busy_s: float = 0.0
     device_s: float = 0.0
     sdc_mismatches: int = 0
+    sdc_details: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -69,6 +70,10 @@ class Workload(ABC):
         """Check the latest result against the reference; False means silent data corruption."""
         return True
 
+    def describe_mismatch(self) -> str:
+        """What verify() found wrong, with its magnitude where the workload can tell."""
+        return "the result differs from the reference"
+
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Release what prepare() allocated."""
 
@@ -91,6 +96,7 @@ class Workload(ABC):
                     synchronize()
                     if not self.verify():
                         result.sdc_mismatches += 1
+                        result.sdc_details.append(self.describe_mismatch())
             synchronize()
         except Exception as error:  # a failing step is an event, never a crash of the worker
             log.warning("%s step failed: %s", self.name, error)
