@@ -92,7 +92,7 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
 BAD_PLANS = [
     pytest.param(
         _set("workloads.0.name", "gemmm"),
-        "workloads[0].name: unknown workload 'gemmm'; known: gemm, train",
+        "workloads[0].name: unknown workload 'gemmm'; known: gemm, h2d, idle, membw, power_cycle, train",
         id="unknown-workload",
     ),
     pytest.param(_set("duration", "-2h"), "duration: '-2h' is negative", id="negative-duration"),

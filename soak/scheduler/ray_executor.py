@@ -131,7 +131,9 @@ class RayExecutor:
     def spawn(self, spec: WorkerSpec) -> RayWorkerHandle:
         demands = self._demands(spec)
         cpus = demands.pop("CPU")
-        actor = self._actor_class.options(num_cpus=cpus, resources=demands).remote(spec)
+        # Ray reserves GPUs through num_gpus (and narrows CUDA_VISIBLE_DEVICES); every other device is a resource.
+        gpus = demands.pop("GPU", 0.0)
+        actor = self._actor_class.options(num_cpus=cpus, num_gpus=gpus, resources=demands).remote(spec)
         return RayWorkerHandle(actor)
 
     def shutdown(self) -> None:

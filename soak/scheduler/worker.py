@@ -87,12 +87,6 @@ class DeviceWorker:
             {
                 "time_s": result.end_s,
                 "device": device,
-                "metric": f"throughput.{workload.name}",
-                "value": result.units_per_s,
-            },
-            {
-                "time_s": result.end_s,
-                "device": device,
                 "metric": "worker.busy_ratio",
                 "value": result.busy_s / max(result.end_s - result.start_s, 1e-9),
             },
@@ -103,6 +97,15 @@ class DeviceWorker:
                 "value": result.device_s / max(result.busy_s, 1e-9),
             },
         ]
+        if workload.reports_throughput:
+            samples.append(
+                {
+                    "time_s": result.end_s,
+                    "device": device,
+                    "metric": f"throughput.{workload.name}",
+                    "value": result.units_per_s,
+                }
+            )
         events = [self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors]
         if result.sdc_mismatches:
             events.append(

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 import time
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -17,6 +18,7 @@ from soak.scheduler.spec import WorkerSpec
 from soak.sim.device import SimReading, SimSpec, SimulatedDevice
 from soak.sim.state import publish_reading
 from soak.workloads.base import IntervalResult, Workload
+from soak.workloads.families import DeviceFamily, family
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +61,45 @@ def _release_host_memory() -> None:
             libc.malloc_trim(0)
 
 
-class CpuDevice:
-    """The host CPU driven by real torch kernels, one thread so it does not starve the node."""
+class TorchDevice:
+    """A device torch drives, of any family: the workload runs on it, timed by the device's own clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, family: DeviceFamily, index: int) -> None:
         import torch
 
-        torch.set_num_threads(1)
-        self._device = torch.device("cpu")
+        self._family = family
+        self._index = index
+        self._device = torch.device(family.torch_device_type, index)
 
     def prepare(self, workload: Workload) -> None:
         workload.prepare(self._device)
 
     def run_interval(self, workload: Workload, *, end_s: float) -> IntervalResult:
-        # With one torch thread the kernels run on this thread, so its CPU time is the device's time.
-        return workload.run_interval(end_s=end_s, synchronize=lambda: None, device_clock=time.thread_time)
+        return workload.run_interval(
+            end_s=end_s,
+            synchronize=lambda: self._family.synchronize(self._index),
+            timer=self._family.timer(self._index),
+        )
 
     def teardown(self, workload: Workload) -> None:
+        import torch
+
         workload.teardown()
+        empty_cache = getattr(getattr(torch, self._family.torch_device_type, None), "empty_cache", None)
+        if callable(empty_cache):
+            empty_cache()
         _release_host_memory()
+
+
+class CpuDevice(TorchDevice):
+    """The host CPU driven by real torch kernels, one thread so that it does not starve the node."""
+
+    def __init__(self) -> None:
+        import torch
+
+        # With one thread the kernels run on the calling thread, whose CPU time is then the device's time.
+        torch.set_num_threads(1)
+        super().__init__(family("cpu"), 0)
 
 
 class CpuBackend:
@@ -90,6 +112,77 @@ class CpuBackend:
     @classmethod
     def open(cls, spec: WorkerSpec) -> OpenDevice:
         return CpuDevice()
+
+
+class AcceleratorBackend:
+    """An accelerator family from soak.workloads.families; a worker drives the device its spec names."""
+
+    name: ClassVar[str]
+    ray_resource: ClassVar[str | None]
+    cpus_per_worker: ClassVar[float] = 1.0
+
+    @classmethod
+    def open(cls, spec: WorkerSpec) -> OpenDevice:
+        accelerator = family(cls.name)
+        if not accelerator.available():
+            raise RuntimeError(f"{cls.name}: no device is visible to this worker ({accelerator.module} missing?)")
+        return TorchDevice(accelerator, visible_index(accelerator, spec.device_index))
+
+
+def visible_index(accelerator: DeviceFamily, physical_index: int) -> int:
+    """Where physical device N sits among those visible to this process (a scheduler may have narrowed them)."""
+    visible = os.environ.get(accelerator.visible_devices_env or "", "")
+    if not visible:
+        return physical_index
+    ids = [item.strip() for item in visible.split(",")]
+    if str(physical_index) not in ids:
+        raise RuntimeError(
+            f"device {physical_index} is not visible to this worker ({accelerator.visible_devices_env}={visible}); "
+            "the scheduler placed it on another device"
+        )
+    return ids.index(str(physical_index))
+
+
+class CudaBackend(AcceleratorBackend):
+    """NVIDIA, and the CUDA-compatible stacks (AMD ROCm, Hygon DCU, Iluvatar CoreX, MetaX)."""
+
+    name: ClassVar[str] = "cuda"
+    ray_resource: ClassVar[str | None] = family("cuda").ray_resource
+
+
+class NpuBackend(AcceleratorBackend):
+    """Huawei Ascend through torch_npu."""
+
+    name: ClassVar[str] = "npu"
+    ray_resource: ClassVar[str | None] = family("npu").ray_resource
+
+
+class MluBackend(AcceleratorBackend):
+    """Cambricon through torch_mlu."""
+
+    name: ClassVar[str] = "mlu"
+    ray_resource: ClassVar[str | None] = family("mlu").ray_resource
+
+
+class MusaBackend(AcceleratorBackend):
+    """Moore Threads through torch_musa."""
+
+    name: ClassVar[str] = "musa"
+    ray_resource: ClassVar[str | None] = family("musa").ray_resource
+
+
+class XpuBackend(AcceleratorBackend):
+    """Intel GPUs through torch.xpu."""
+
+    name: ClassVar[str] = "xpu"
+    ray_resource: ClassVar[str | None] = family("xpu").ray_resource
+
+
+class SupaBackend(AcceleratorBackend):
+    """Biren through torch_supa."""
+
+    name: ClassVar[str] = "supa"
+    ray_resource: ClassVar[str | None] = family("supa").ray_resource
 
 
 class SimDevice:

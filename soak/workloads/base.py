@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from soak.plan import WorkloadSpec
 from soak.sim.profile import SimProfile
+from soak.workloads.families import DeviceTimer
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +52,8 @@ class Workload(ABC):
 
     name: ClassVar[str]
     unit: ClassVar[str]
-    sim_profile: ClassVar[SimProfile]
+    sim_profile: ClassVar[SimProfile | None]  # None: the workload leaves a simulated device idle
+    reports_throughput: ClassVar[bool] = True
     Params: ClassVar[type[WorkloadParams]] = WorkloadParams
     verify_every_steps: ClassVar[int] = 16
 
@@ -77,16 +79,14 @@ class Workload(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Release what prepare() allocated."""
 
-    def run_interval(
-        self, *, end_s: float, synchronize: Callable[[], None], device_clock: Callable[[], float]
-    ) -> IntervalResult:
+    def run_interval(self, *, end_s: float, synchronize: Callable[[], None], timer: DeviceTimer) -> IntervalResult:
         """Step until the busy part of the interval is over, then idle until `end_s`.
 
-        `device_clock` measures the device's own time (CPU time of this thread for the CPU, events on an
-        accelerator), so that a host that starves the worker is not mistaken for a slower device.
+        `timer` measures the device's own time (events on an accelerator, this thread's CPU time on the CPU),
+        so that a host that starves the worker is not mistaken for a slower device.
         """
         result = IntervalResult(start_s=time.time(), end_s=end_s)
-        device_started_s = device_clock()
+        timer.start()
         busy_until_s = result.start_s + (end_s - result.start_s) * self.spec.duty_cycle
         try:
             while time.time() < busy_until_s:
@@ -102,7 +102,7 @@ class Workload(ABC):
             log.warning("%s step failed: %s", self.name, error)
             result.errors.append(f"{type(error).__name__}: {error}")
         result.busy_s = time.time() - result.start_s
-        result.device_s = device_clock() - device_started_s
+        result.device_s = timer.stop()
         remaining_s = end_s - time.time()
         if remaining_s > 0:
             time.sleep(remaining_s)
