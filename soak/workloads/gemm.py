@@ -46,26 +46,30 @@ class Gemm(Workload):
         size = params.size or (CPU_SIZE if device.type == "cpu" else ACCELERATOR_SIZE)
         generator = torch.Generator(device="cpu").manual_seed(1234)
         precision = self.spec.precision
-        self._multiply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        # Every product is written into one preallocated output: no allocation on the hot path.
+        self._multiply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
         if precision is Precision.INT8:
             self._a = torch.randint(-128, 128, (size, size), generator=generator, dtype=torch.int8).to(device)
             self._b = torch.randint(-128, 128, (size, size), generator=generator, dtype=torch.int8).to(device)
-            self._multiply = torch._int_mm
+            self._c = torch.empty(size, size, device=device, dtype=torch.int32)
+            self._multiply = lambda a, b, out: torch._int_mm(a, b, out=out)
         elif precision is Precision.FP8:
             self._a, self._b, self._multiply = _fp8_operands(device, size, generator)
+            self._c = torch.empty(size, size, device=device, dtype=torch.bfloat16)
         else:
             # tf32 is fp32 storage with reduced-precision tensor-core math; every other float runs exact fp32 math.
             torch.backends.cuda.matmul.allow_tf32 = precision is Precision.TF32
             dtype = torch_dtype(precision)
             self._a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
             self._b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-            self._multiply = torch.matmul
-        self._c = self._multiply(self._a, self._b)
+            self._c = torch.empty(size, size, device=device, dtype=dtype)
+            self._multiply = lambda a, b, out: torch.matmul(a, b, out=out)
+        self._multiply(self._a, self._b, self._c)
         self._reference = self._c.clone()
         self._gflop_per_step = 2.0 * size**3 / 1e9
 
     def step(self) -> float:
-        self._c = self._multiply(self._a, self._b)
+        self._multiply(self._a, self._b, self._c)
         return self._gflop_per_step
 
     def verify(self) -> bool:
@@ -89,7 +93,7 @@ class Gemm(Workload):
 
 def _fp8_operands(
     device: torch.device, size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
     """e4m3 operands and a torch._scaled_mm product, where the device has FP8 units."""
     import torch
 
@@ -103,7 +107,7 @@ def _fp8_operands(
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=torch.float8_e4m3fn).t().contiguous().t()
     scale = torch.ones((), device=device)
 
-    def multiply(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        return torch._scaled_mm(left, right, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16)
+    def multiply(left: torch.Tensor, right: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch._scaled_mm(left, right, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16, out=out)
 
     return a, b, multiply
