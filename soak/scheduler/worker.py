@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents.inbox import WorkerReport, write_report
 from soak.plan import WorkloadSpec
 from soak.scheduler.spec import Segment, WorkerSpec
@@ -16,6 +18,7 @@ from soak.workloads.base import IntervalResult, Workload
 from soak.workloads.registry import load_backend, load_workload
 
 log = logging.getLogger(__name__)
+LATENCY_PERCENTILES = (50, 95, 99)
 
 
 class DeviceWorker:
@@ -83,30 +86,27 @@ class DeviceWorker:
 
     def _report_interval(self, workload: Workload, result: IntervalResult) -> None:
         device = self._spec.device_name
+
+        def sample(metric: str, value: float) -> dict[str, Any]:
+            return {"time_s": result.end_s, "device": device, "metric": metric, "value": value}
+
         samples = [
-            {
-                "time_s": result.end_s,
-                "device": device,
-                "metric": "worker.busy_ratio",
-                "value": result.busy_s / max(result.end_s - result.start_s, 1e-9),
-            },
-            {
-                "time_s": result.end_s,
-                "device": device,
-                "metric": "worker.device_time_ratio",
-                "value": result.device_s / max(result.busy_s, 1e-9),
-            },
+            sample("worker.busy_ratio", result.busy_s / max(result.end_s - result.start_s, 1e-9)),
+            sample("worker.device_time_ratio", result.device_s / max(result.busy_s, 1e-9)),
         ]
         if workload.reports_throughput:
-            samples.append(
-                {
-                    "time_s": result.end_s,
-                    "device": device,
-                    "metric": f"throughput.{workload.name}",
-                    "value": result.units_per_s,
-                }
-            )
+            samples.append(sample(f"throughput.{workload.name}", result.units_per_s))
+        if result.step_latencies_s:
+            latencies_ms = np.percentile(np.asarray(result.step_latencies_s) * 1000.0, LATENCY_PERCENTILES)
+            samples += [
+                sample(f"latency.{workload.name}.p{percentile}_ms", float(value))
+                for percentile, value in zip(LATENCY_PERCENTILES, latencies_ms, strict=True)
+            ]
         events = [self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors]
+        events += [
+            {**self._event(event.kind, event.severity, f"{workload.name}: {event.message}"), "raw": event.raw}
+            for event in result.events
+        ]
         if result.sdc_mismatches:
             events.append(
                 self._event(

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class WorkloadEvent:
+    """Something a workload noticed that is not a number: an op that fell back to the CPU, an OOM, a NaN."""
+
+    kind: str
+    severity: str  # info | warning | critical
+    message: str
+    raw: str = ""
+
+
 @dataclass
 class IntervalResult:
     """What one sample interval of one workload achieved on one device."""
@@ -34,6 +44,8 @@ class IntervalResult:
     sdc_mismatches: int = 0
     sdc_details: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    step_latencies_s: list[float] = field(default_factory=list)
+    events: list[WorkloadEvent] = field(default_factory=list)
 
     @property
     def units_per_s(self) -> float:
@@ -54,11 +66,18 @@ class Workload(ABC):
     unit: ClassVar[str]
     sim_profile: ClassVar[SimProfile | None]  # None: the workload leaves a simulated device idle
     reports_throughput: ClassVar[bool] = True
+    # Latency percentiles need a synchronize after every step; only workloads whose users care pay for it.
+    reports_step_latency: ClassVar[bool] = False
     Params: ClassVar[type[WorkloadParams]] = WorkloadParams
     verify_every_steps: ClassVar[int] = 16
 
     def __init__(self, spec: WorkloadSpec) -> None:
         self.spec = spec
+        self._events: list[WorkloadEvent] = []
+
+    def emit(self, kind: str, severity: str, message: str, raw: str = "") -> None:
+        """Record an event; it travels with the current interval's result (or the next one, from prepare())."""
+        self._events.append(WorkloadEvent(kind=kind, severity=severity, message=message, raw=raw))
 
     @abstractmethod
     def prepare(self, device: torch.device) -> None:
@@ -90,7 +109,11 @@ class Workload(ABC):
         busy_until_s = result.start_s + (end_s - result.start_s) * self.spec.duty_cycle
         try:
             while time.time() < busy_until_s:
+                step_started_s = time.perf_counter()
                 result.work_units += self.step()
+                if self.reports_step_latency:
+                    synchronize()
+                    result.step_latencies_s.append(time.perf_counter() - step_started_s)
                 result.steps += 1
                 if result.steps % self.verify_every_steps == 0:
                     synchronize()
@@ -103,6 +126,7 @@ class Workload(ABC):
             result.errors.append(f"{type(error).__name__}: {error}")
         result.busy_s = time.time() - result.start_s
         result.device_s = timer.stop()
+        result.events, self._events = self._events, []
         remaining_s = end_s - time.time()
         if remaining_s > 0:
             time.sleep(remaining_s)
