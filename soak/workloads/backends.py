@@ -121,6 +121,10 @@ class AcceleratorBackend:
     ray_resource: ClassVar[str | None]
     cpus_per_worker: ClassVar[float] = 1.0
 
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls.ray_resource = family(cls.name).ray_resource
+
     @classmethod
     def open(cls, spec: WorkerSpec) -> OpenDevice:
         accelerator = family(cls.name)
@@ -147,42 +151,36 @@ class CudaBackend(AcceleratorBackend):
     """NVIDIA, and the CUDA-compatible stacks (AMD ROCm, Hygon DCU, Iluvatar CoreX, MetaX)."""
 
     name: ClassVar[str] = "cuda"
-    ray_resource: ClassVar[str | None] = family("cuda").ray_resource
 
 
 class NpuBackend(AcceleratorBackend):
     """Huawei Ascend through torch_npu."""
 
     name: ClassVar[str] = "npu"
-    ray_resource: ClassVar[str | None] = family("npu").ray_resource
 
 
 class MluBackend(AcceleratorBackend):
     """Cambricon through torch_mlu."""
 
     name: ClassVar[str] = "mlu"
-    ray_resource: ClassVar[str | None] = family("mlu").ray_resource
 
 
 class MusaBackend(AcceleratorBackend):
     """Moore Threads through torch_musa."""
 
     name: ClassVar[str] = "musa"
-    ray_resource: ClassVar[str | None] = family("musa").ray_resource
 
 
 class XpuBackend(AcceleratorBackend):
     """Intel GPUs through torch.xpu."""
 
     name: ClassVar[str] = "xpu"
-    ray_resource: ClassVar[str | None] = family("xpu").ray_resource
 
 
 class SupaBackend(AcceleratorBackend):
     """Biren through torch_supa."""
 
     name: ClassVar[str] = "supa"
-    ray_resource: ClassVar[str | None] = family("supa").ray_resource
 
 
 class SimDevice:
