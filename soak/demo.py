@@ -82,7 +82,13 @@ def demo_plan(*, minutes: float, devices: int, seed: int, faults: list[InjectedF
         "devices": [{"simulated": devices}, {"vendor": "cpu", "count": 1}],
         "workloads": [
             {"name": "gemm", "weight": 1, "precision": "fp32", "params": {"size": 256}},
-            {"name": "train", "weight": 1, "precision": "fp32", "batch_size": 64, "params": {"hidden": 512}},
+            {
+                "name": "train",
+                "weight": 1,
+                "precision": "fp32",
+                "batch_size": 16,
+                "params": {"d_model": 128, "layers": 2, "heads": 4, "seq_len": 64, "vocab": 2048},
+            },
         ],
         "faults": specs,
         "seed": seed,

@@ -107,7 +107,13 @@ def plan_data() -> dict[str, Any]:
         "devices": [{"simulated": 2}, {"vendor": "cpu", "count": 1}],
         "workloads": [
             {"name": "gemm", "weight": 3, "precision": "fp32", "params": {"size": 256}},
-            {"name": "train", "weight": 1, "precision": "bf16", "batch_size": 32, "params": {"hidden": 128}},
+            {
+                "name": "train",
+                "weight": 1,
+                "precision": "bf16",
+                "batch_size": 16,
+                "params": {"d_model": 64, "layers": 1, "heads": 2, "seq_len": 32, "vocab": 512},
+            },
         ],
         "faults": [{"kind": "memory_leak", "device": "sim1", "start": "5m", "rate_mib_per_hour": 512}],
         "seed": 7,

@@ -92,7 +92,7 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
 BAD_PLANS = [
     pytest.param(
         _set("workloads.0.name", "gemmm"),
-        "workloads[0].name: unknown workload 'gemmm'; known: gemm, h2d, idle, membw, power_cycle, train",
+        "workloads[0].name: unknown workload 'gemmm'; known: capacity, command, entry_point, gemm, h2d,",
         id="unknown-workload",
     ),
     pytest.param(_set("duration", "-2h"), "duration: '-2h' is negative", id="negative-duration"),
@@ -144,8 +144,8 @@ BAD_PLANS = [
         id="misspelt-workload-param",
     ),
     pytest.param(
-        _set("workloads.1.params", {"hidden": 4}),
-        "workloads[1].params.hidden: Input should be greater than or equal to 8",
+        _set("workloads.1.params", {"d_model": 4}),
+        "workloads[1].params.d_model: Input should be greater than or equal to 8",
         id="workload-param-out-of-range",
     ),
     pytest.param(_set("workloads", []), "workloads: List should have at least 1 item", id="no-workloads"),
@@ -291,7 +291,7 @@ def test_the_h200_example_soaks_eight_h200s_for_two_weeks_in_bf16() -> None:
 
     assert plan.duration == timedelta(days=14)
     assert [(d.vendor, d.model, d.count) for d in plan.devices] == [("nvidia", "H200", 8)]
-    assert {w.name for w in plan.workloads} == {"gemm", "train"}
+    assert {w.name for w in plan.workloads} == {"gemm", "train", "infer"}
     assert {w.precision for w in plan.workloads} == {Precision.BF16}
     assert plan.simulated_devices == 0
     assert not plan.faults

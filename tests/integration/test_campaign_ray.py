@@ -100,7 +100,14 @@ def _plan() -> dict[str, Any]:
         "rotation": "60s",
         "sample_interval": "1s",
         "devices": {"simulated": 4},
-        "workloads": [{"name": "gemm", "params": {"size": 64}}, {"name": "train", "params": {"hidden": 32}}],
+        "workloads": [
+            {"name": "gemm", "params": {"size": 64}},
+            {
+                "name": "train",
+                "batch_size": 8,
+                "params": {"d_model": 64, "layers": 1, "heads": 2, "seq_len": 32, "vocab": 512},
+            },
+        ],
         "faults": [
             {
                 "kind": "memory_leak",

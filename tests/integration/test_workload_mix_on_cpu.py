@@ -19,7 +19,8 @@ from soak.telemetry.models import Sample
 TOKEN = "workload-mix-token-0123456789abcdef012345"
 SMALL_PARAMS = {
     "gemm": {"size": 128},
-    "train": {"hidden": 64, "layers": 1},
+    "train": {"d_model": 64, "layers": 1, "heads": 2, "seq_len": 32, "vocab": 512},
+    "infer": {"d_model": 64, "layers": 1, "heads": 2, "seq_len": 32, "vocab": 512},
     "membw": {"buffer_mib": 8},
     "h2d": {"transfer_mib": 8},
     "power_cycle": {"size": 128, "period_s": 1.0},
