@@ -51,7 +51,7 @@ class Backend(Protocol):
         ...
 
 
-def _release_host_memory() -> None:
+def release_host_memory() -> None:
     """Return freed heap pages to the OS so that a worker's RSS tracks what it really holds."""
     gc.collect()
     libc_path = ctypes.util.find_library("c")
@@ -88,7 +88,7 @@ class TorchDevice:
         empty_cache = getattr(getattr(torch, self._family.torch_device_type, None), "empty_cache", None)
         if callable(empty_cache):
             empty_cache()
-        _release_host_memory()
+        release_host_memory()
 
 
 class CpuDevice(TorchDevice):
