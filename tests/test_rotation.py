@@ -7,8 +7,8 @@ from itertools import groupby
 
 import pytest
 
-from soak.plan import WorkloadSpec
-from soak.scheduler.rotation import Rotation, weighted_order
+from soak.plan import Precision, WorkloadSpec
+from soak.scheduler.rotation import Rotation, series_labels, weighted_order
 
 
 def mix(*weights: float) -> list[WorkloadSpec]:
@@ -97,3 +97,17 @@ def test_a_single_workload_runs_everywhere() -> None:
     rotation = Rotation(workloads, rotation_s=60.0, start_s=0.0)
 
     assert all(rotation.workload(slot=s, device_position=d) is workloads[0] for s in range(3) for d in range(3))
+
+
+def test_entries_sharing_a_workload_report_distinct_series() -> None:
+    def entry(name: str, precision: str) -> WorkloadSpec:
+        return WorkloadSpec(name=name, precision=Precision(precision))
+
+    plan = [
+        entry("gemm", "bf16"),
+        entry("gemm", "fp8"),
+        entry("train", "bf16"),
+        entry("membw", "fp32"),
+        entry("membw", "fp32"),
+    ]
+    assert series_labels(plan) == ["gemm_bf16", "gemm_fp8", "train", "membw_3", "membw_4"]

@@ -87,6 +87,16 @@ def _leak(
             )
 
 
+def _unit(series: str) -> str:
+    """The unit of a series: its workload's, found by name, or by name with the plan-entry qualifier removed."""
+    for name in (series, series.rsplit("_", 1)[0]):
+        try:
+            return load_workload(name).unit
+        except KeyError:
+            continue
+    return "units/s"
+
+
 def _throughput(
     session: Session,
     campaign_id: int,
@@ -100,10 +110,7 @@ def _throughput(
         session=session, campaign_id=campaign_id, device_id=device.id, prefix="throughput."
     ):
         workload = metric.removeprefix("throughput.")
-        try:
-            unit = load_workload(workload).unit
-        except KeyError:
-            unit = "units/s"
+        unit = _unit(workload)
         full = telemetry.series(
             session=session, campaign_id=campaign_id, device_id=device.id, metric=metric, start_s=warmup_end_s
         ).finite()

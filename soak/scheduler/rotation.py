@@ -22,11 +22,25 @@ def weighted_order(workloads: Sequence[WorkloadSpec], *, slots: int = 0) -> list
     return order
 
 
+def series_labels(workloads: Sequence[WorkloadSpec]) -> list[str]:
+    """A distinct series name per plan entry: the workload's name, qualified when two entries share it."""
+    names = [w.name for w in workloads]
+    labels = [
+        name if names.count(name) == 1 else f"{name}_{w.precision.value}"
+        for name, w in zip(names, workloads, strict=True)
+    ]
+    return [
+        label if labels.count(label) == 1 else f"{w.name}_{index}"
+        for index, (label, w) in enumerate(zip(labels, workloads, strict=True))
+    ]
+
+
 class Rotation:
     """Slot k on device d runs order[(k + d) % len(order)], so devices run different workloads at once."""
 
     def __init__(self, workloads: Sequence[WorkloadSpec], *, rotation_s: float, start_s: float) -> None:
         self._workloads = list(workloads)
+        self._labels = series_labels(self._workloads)
         self._order = weighted_order(self._workloads)
         self._rotation_s = rotation_s
         self._start_s = start_s
@@ -41,4 +55,11 @@ class Rotation:
 
     def workload(self, *, slot: int, device_position: int) -> WorkloadSpec:
         """The plan entry device number `device_position` runs in `slot`."""
-        return self._workloads[self._order[(slot + device_position) % len(self._order)]]
+        return self._workloads[self._entry(slot, device_position)]
+
+    def series(self, *, slot: int, device_position: int) -> str:
+        """The series name that entry reports under (see series_labels)."""
+        return self._labels[self._entry(slot, device_position)]
+
+    def _entry(self, slot: int, device_position: int) -> int:
+        return self._order[(slot + device_position) % len(self._order)]

@@ -218,18 +218,19 @@ class CampaignRunner:
         if dispatch and now_s < end_s - 0.5:
             number = rotation.slot_at(now_s)
             workload = rotation.workload(slot=number, device_position=slot.position)
+            series = rotation.series(slot=number, device_position=slot.position)
             until_s = min(rotation.slot_end_s(number), end_s)
             with session_scope(self._sessions) as session:
                 slot.run_id = campaigns.start_run(
                     session=session,
                     campaign_id=self.campaign_id,
                     device_id=slot.device_id,
-                    workload=workload.name,
+                    workload=series,
                     started_s=now_s,
                 )
             slot.run_started_s = now_s
             slot.handle.start_segment(
-                Segment(workload=workload.model_dump(mode="json"), until_s=until_s, run_id=slot.run_id)
+                Segment(workload=workload.model_dump(mode="json"), series=series, until_s=until_s, run_id=slot.run_id)
             )
 
     def _close_run(self, slot: _Slot, summary: dict[str, object]) -> None:

@@ -28,5 +28,6 @@ class Segment:
     """One rotation slot: run this workload entry of the plan until `until_s` (epoch seconds)."""
 
     workload: dict[str, Any]
+    series: str  # the name its metrics carry: the workload's, qualified when the plan has it twice
     until_s: float
     run_id: int

@@ -62,7 +62,7 @@ class DeviceWorker:
             while not self._interrupt.is_set() and time.time() < segment.until_s - interval_s * 0.1:
                 end_s = min(time.time() + interval_s, segment.until_s)
                 result = self._device.run_interval(workload, end_s=end_s)
-                self._report_interval(workload, result)
+                self._report_interval(workload, result, segment.series)
                 intervals += 1
                 units += result.work_units
                 sdc += result.sdc_mismatches
@@ -84,7 +84,7 @@ class DeviceWorker:
             time.sleep(min(self._spec.sample_interval_s, max(0.0, until_s - time.time())))
             self._progress_s = time.time()
 
-    def _report_interval(self, workload: Workload, result: IntervalResult) -> None:
+    def _report_interval(self, workload: Workload, result: IntervalResult, series: str) -> None:
         device = self._spec.device_name
 
         def sample(metric: str, value: float) -> dict[str, Any]:
@@ -95,11 +95,11 @@ class DeviceWorker:
             sample("worker.device_time_ratio", result.device_s / max(result.busy_s, 1e-9)),
         ]
         if workload.reports_throughput:
-            samples.append(sample(f"throughput.{workload.name}", result.units_per_s))
+            samples.append(sample(f"throughput.{series}", result.units_per_s))
         if result.step_latencies_s:
             latencies_ms = np.percentile(np.asarray(result.step_latencies_s) * 1000.0, LATENCY_PERCENTILES)
             samples += [
-                sample(f"latency.{workload.name}.p{percentile}_ms", float(value))
+                sample(f"latency.{series}.p{percentile}_ms", float(value))
                 for percentile, value in zip(LATENCY_PERCENTILES, latencies_ms, strict=True)
             ]
         events = [self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors]
