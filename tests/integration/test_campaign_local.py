@@ -3,49 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import pytest
 from sqlalchemy import func, select
 
-from soak.config import Settings
 from soak.db import make_engine, session_factory
-from soak.embedded import EmbeddedController, free_port, start_agent, stop_agents
-from soak.migrations import upgrade
 from soak.nodes.models import Device
 from soak.telemetry.models import Sample
 
-TOKEN = "local-executor-token-0123456789abcdef0123456"
+if TYPE_CHECKING:
+    from tests.integration.conftest import LocalStack
+
 HANG_AT_S = 15.0
 HANG_TIMEOUT_S = 8.0
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A controller with the local executor and one agent offering 3 simulated devices."""
-    database_url = f"sqlite:///{tmp_path / 'soak.db'}"
-    upgrade(database_url)
-    settings = Settings(
-        database_url=database_url,
-        api_token=TOKEN,
-        port=free_port(),
-        executor="local",
-        detect_interval_s=5.0,
-        placement_wait_s=30.0,
-        hang_timeout_s=HANG_TIMEOUT_S,
-    )
-    controller = EmbeddedController(settings)
-    controller.start()
-    agent = start_agent(
-        controller_url=controller.url, token=TOKEN, node="box", data_dir=tmp_path / "nodes" / "box", simulated=3
-    )
-    yield controller.url, database_url
-    stop_agents([agent])
-    controller.stop()
 
 
 def _plan() -> dict[str, Any]:
@@ -69,17 +41,11 @@ def _plan() -> dict[str, Any]:
     }
 
 
-def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(stack: tuple[str, str]) -> None:
-    url, database_url = stack
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-    campaign_id = client.post("/api/v1/campaigns", json=_plan()).json()["id"]
-    give_up_s = time.time() + 240
-    while (progress := client.get(f"/api/v1/campaigns/{campaign_id}").json())["campaign"]["state"] not in {
-        "completed",
-        "stopped",
-        "failed",
-    } and time.time() < give_up_s:
-        time.sleep(1)
+def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(local_stack: Callable[..., LocalStack]) -> None:
+    stack = local_stack(node="box", simulated=3, hang_timeout_s=HANG_TIMEOUT_S)
+    client = stack.client
+    campaign_id = stack.submit(_plan())
+    progress = stack.wait_for_end(campaign_id)
 
     assert progress["campaign"]["state"] == "completed", progress["campaign"]["reason"]
     events = client.get(f"/api/v1/campaigns/{campaign_id}/events").json()
@@ -90,7 +56,7 @@ def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(stack: tuple[str, st
     assert flagged == {("sim0", "worker_instability"), ("sim2", "memory_leak")}, findings
 
     # The replacement worker carried on: sim0 reported throughput again after the hang was detected.
-    with session_factory(make_engine(database_url))() as session:
+    with session_factory(make_engine(stack.database_url))() as session:
         last_throughput_s = session.scalar(
             select(func.max(Sample.time_s))
             .join(Device, Sample.device_id == Device.id)
@@ -99,9 +65,9 @@ def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(stack: tuple[str, st
     assert last_throughput_s is not None and last_throughput_s > hangs[0]["time_s"] + 5
 
 
-def test_pause_holds_the_load_and_resume_finishes_the_campaign(stack: tuple[str, str]) -> None:
-    url, _ = stack
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+def test_pause_holds_the_load_and_resume_finishes_the_campaign(local_stack: Callable[..., LocalStack]) -> None:
+    stack = local_stack(node="box", simulated=1)
+    client = stack.client
     plan = {
         "name": "pause-resume",
         "duration": "30s",
@@ -110,7 +76,7 @@ def test_pause_holds_the_load_and_resume_finishes_the_campaign(stack: tuple[str,
         "devices": {"simulated": 1},
         "workloads": [{"name": "gemm"}],
     }
-    campaign_id = client.post("/api/v1/campaigns", json=plan).json()["id"]
+    campaign_id = stack.submit(plan)
 
     def state() -> str:
         return str(client.get(f"/api/v1/campaigns/{campaign_id}").json()["campaign"]["state"])

@@ -1,0 +1,81 @@
+"""A controller (local executor, SQLite) and one node agent, started per test and stopped after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from soak.config import Settings
+from soak.embedded import EmbeddedController, free_port, start_agent, stop_agents
+from soak.migrations import upgrade
+
+TOKEN = "local-stack-token-0123456789abcdef0123456789"
+FINISHED = {"completed", "stopped", "failed"}
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Where the controller answers, its store, and an authorised client."""
+
+    url: str
+    database_url: str
+    client: httpx.Client
+
+    def submit(self, plan: dict[str, Any]) -> int:
+        """Create a campaign; returns its id."""
+        response = self.client.post("/api/v1/campaigns", json=plan)
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def wait_for_end(self, campaign_id: int, *, give_up_s: float = 240.0) -> dict[str, Any]:
+        """Poll until the campaign finishes; returns its last progress."""
+        deadline_s = time.time() + give_up_s
+        while True:
+            progress: dict[str, Any] = self.client.get(f"/api/v1/campaigns/{campaign_id}").json()
+            if progress["campaign"]["state"] in FINISHED or time.time() > deadline_s:
+                return progress
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
+    """start(node=..., simulated=N, cpu_device=..., hang_timeout_s=...) brings the stack up for this test."""
+    started: list[tuple[EmbeddedController, Any, httpx.Client]] = []
+
+    def start(*, node: str, simulated: int = 0, cpu_device: bool = False, hang_timeout_s: float = 30.0) -> LocalStack:
+        database_url = f"sqlite:///{tmp_path / 'soak.db'}"
+        upgrade(database_url)
+        settings = Settings(
+            database_url=database_url,
+            api_token=TOKEN,
+            port=free_port(),
+            executor="local",
+            detect_interval_s=5.0,
+            placement_wait_s=30.0,
+            hang_timeout_s=hang_timeout_s,
+        )
+        controller = EmbeddedController(settings)
+        controller.start()
+        agent = start_agent(
+            controller_url=controller.url,
+            token=TOKEN,
+            node=node,
+            data_dir=tmp_path / "nodes" / node,
+            simulated=simulated,
+            cpu_device=cpu_device,
+        )
+        client = httpx.Client(base_url=controller.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        started.append((controller, agent, client))
+        return LocalStack(url=controller.url, database_url=database_url, client=client)
+
+    yield start
+    for controller, agent, client in started:
+        client.close()
+        stop_agents([agent])
+        controller.stop()
