@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from soak.plan import PlanError, WorkloadSpec, parse_plan
-from soak.scheduler.spec import WorkerSpec
-from soak.workloads.backends import CpuDevice, SimulatedBackend
+from soak.workloads.backends import CpuDevice, OpenDevice
 from soak.workloads.base import IntervalResult, Workload
 from soak.workloads.gemm import Gemm
 from soak.workloads.h2d import HostDeviceTransfer
@@ -200,20 +199,8 @@ def test_the_plan_rejects_bad_params_naming_the_field(name: str, params: dict[st
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_each_workload_loads_a_simulated_device(name: str, tmp_path: Path) -> None:
-    worker = WorkerSpec(
-        campaign_id=1,
-        campaign_start_s=time.time(),
-        device_name="sim0",
-        backend="sim",
-        device_index=0,
-        node_name="node0",
-        inbox_dir=str(tmp_path / "inbox"),
-        sim_state_dir=str(tmp_path),
-        sample_interval_s=INTERVAL_S,
-        seed=0,
-    )
-    device = SimulatedBackend.open(worker)
+def test_each_workload_loads_a_simulated_device(name: str, simulated_device: OpenDevice, tmp_path: Path) -> None:
+    device = simulated_device
     workload = load_workload(name)(spec(name))
     device.prepare(workload)
 

@@ -17,8 +17,7 @@ import torch
 
 from soak.plan import PlanError, WorkloadSpec, load_plan, parse_plan
 from soak.progress import progress
-from soak.scheduler.spec import WorkerSpec
-from soak.workloads.backends import CpuDevice, SimulatedBackend
+from soak.workloads.backends import CpuDevice, OpenDevice
 from soak.workloads.base import IntervalResult, Workload, WorkloadEvent
 from soak.workloads.command import Command, CommandError
 from soak.workloads.entry_point import EntryPoint, EntryPointError
@@ -329,21 +328,11 @@ def test_a_bad_progress_line_is_reported_and_not_counted() -> None:
     assert sum(result.work_units for result in results) == 0
 
 
-def test_a_simulated_device_stands_in_for_user_code_without_running_it(tmp_path: Path) -> None:
+def test_a_simulated_device_stands_in_for_user_code_without_running_it(
+    tmp_path: Path, simulated_device: OpenDevice
+) -> None:
     marker = tmp_path / "ran"
-    worker = WorkerSpec(
-        campaign_id=1,
-        campaign_start_s=time.time(),
-        device_name="sim0",
-        backend="sim",
-        device_index=0,
-        node_name="node0",
-        inbox_dir=str(tmp_path / "inbox"),
-        sim_state_dir=str(tmp_path),
-        sample_interval_s=INTERVAL_S,
-        seed=0,
-    )
-    device = SimulatedBackend.open(worker)
+    device = simulated_device
     workloads: list[Workload] = [
         EntryPoint(spec("entry_point", {"target": "no_such_module_for_soak:run"})),
         Command(spec("command", {"argv": [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]})),
