@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     placement_wait_s: float = Field(default=30.0, ge=0, description="how long to wait for agents to register")
     hang_timeout_s: float = Field(default=30.0, gt=0)
     supervisor_tick_s: float = Field(default=0.5, gt=0)
+    rendezvous_host: str = Field(
+        default="127.0.0.1",
+        description="address of this host that workers reach for collective workloads' rendezvous (multi-node: "
+        "the controller's cluster address)",
+    )
+    gloo_interface: str | None = Field(
+        default=None, description="network interface of CPU collectives; 'lo' when the rendezvous host is loopback"
+    )
 
     @model_validator(mode="after")
     def _production_needs_a_real_token(self) -> Settings:

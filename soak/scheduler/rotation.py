@@ -36,12 +36,26 @@ def series_labels(workloads: Sequence[WorkloadSpec]) -> list[str]:
 
 
 class Rotation:
-    """Slot k on device d runs order[(k + d) % len(order)], so devices run different workloads at once."""
+    """Slot k on device d runs order[(k + d) % len(order)], so devices run different workloads at once.
 
-    def __init__(self, workloads: Sequence[WorkloadSpec], *, rotation_s: float, start_s: float) -> None:
+    Collective entries (`collective[i]`) run on every device at once: a slot whose entry in the campaign-wide
+    order is collective is a group slot; in the other slots devices rotate through the remaining entries.
+    """
+
+    def __init__(
+        self,
+        workloads: Sequence[WorkloadSpec],
+        *,
+        rotation_s: float,
+        start_s: float,
+        collective: Sequence[bool] | None = None,
+    ) -> None:
         self._workloads = list(workloads)
         self._labels = series_labels(self._workloads)
+        self._collective = list(collective) if collective is not None else [False] * len(self._workloads)
         self._order = weighted_order(self._workloads)
+        solo = [index for index, together in enumerate(self._collective) if not together]
+        self._solo_order = [solo[i] for i in weighted_order([self._workloads[i] for i in solo])] if solo else []
         self._rotation_s = rotation_s
         self._start_s = start_s
 
@@ -53,6 +67,10 @@ class Rotation:
         """When slot `slot` ends."""
         return self._start_s + (slot + 1) * self._rotation_s
 
+    def collective(self, slot: int) -> bool:
+        """Whether every device runs the same collective entry in `slot`."""
+        return self._collective[self._order[slot % len(self._order)]]
+
     def workload(self, *, slot: int, device_position: int) -> WorkloadSpec:
         """The plan entry device number `device_position` runs in `slot`."""
         return self._workloads[self._entry(slot, device_position)]
@@ -62,4 +80,6 @@ class Rotation:
         return self._labels[self._entry(slot, device_position)]
 
     def _entry(self, slot: int, device_position: int) -> int:
-        return self._order[(slot + device_position) % len(self._order)]
+        if self.collective(slot) or not self._solo_order:
+            return self._order[slot % len(self._order)]
+        return self._solo_order[(slot + device_position) % len(self._solo_order)]

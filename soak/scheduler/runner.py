@@ -18,9 +18,11 @@ from soak.nodes.models import Device, Node
 from soak.nodes.service import PlacementError
 from soak.plan import Plan, parse_plan
 from soak.scheduler.executor import Executor, WorkerHandle
+from soak.scheduler.rendezvous import Rendezvous
 from soak.scheduler.rotation import Rotation
 from soak.scheduler.spec import Segment, WorkerSpec
 from soak.telemetry import service as telemetry
+from soak.workloads.registry import load_workload
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class CampaignRunner:
         self._executor = executor
         self._settings = settings
         self._slots: list[_Slot] = []
+        self._rendezvous = Rendezvous(campaign_id=campaign_id, settings=settings)
 
     def run(self) -> None:
         """Run to the end; any failure ends the campaign as failed with the reason, never silently."""
@@ -74,6 +77,7 @@ class CampaignRunner:
                     slot.handle.kill()
             with session_scope(self._sessions) as session:
                 nodes.release(session=session, campaign_id=self.campaign_id)
+            self._rendezvous.close()
 
     def _fail(self, reason: str) -> None:
         with session_scope(self._sessions) as session:
@@ -132,7 +136,12 @@ class CampaignRunner:
         self._loop(plan, start_s)
 
     def _loop(self, plan: Plan, start_s: float) -> None:
-        rotation = Rotation(plan.workloads, rotation_s=plan.rotation.total_seconds(), start_s=start_s)
+        rotation = Rotation(
+            plan.workloads,
+            rotation_s=plan.rotation.total_seconds(),
+            start_s=start_s,
+            collective=[load_workload(entry.name).collective for entry in plan.workloads],
+        )
         end_s = start_s + plan.duration.total_seconds()
         paused_since_s: float | None = None
         paused_total_s = 0.0
@@ -229,9 +238,34 @@ class CampaignRunner:
                     started_s=now_s,
                 )
             slot.run_started_s = now_s
+            group = None
+            if rotation.collective(number) and slot.spec.backend != "sim":  # simulated devices play their part alone
+                group = self._rendezvous.group(
+                    slot=number,
+                    member=slot.position,
+                    node=slot.spec.node_name if workload.params.get("scope", "node") == "node" else None,
+                    members=self._group_candidates,
+                )
             slot.handle.start_segment(
-                Segment(workload=workload.model_dump(mode="json"), series=series, until_s=until_s, run_id=slot.run_id)
+                Segment(
+                    workload=workload.model_dump(mode="json"),
+                    series=series,
+                    until_s=until_s,
+                    run_id=slot.run_id,
+                    group=group,
+                )
             )
+
+    def _group_candidates(self, node: str | None) -> list[int]:
+        """Positions of the live real devices (of `node`, or of the whole campaign) that form a slot's group."""
+        return [
+            slot.position
+            for slot in self._slots
+            if not slot.retired
+            and slot.handle is not None
+            and slot.spec.backend != "sim"
+            and (node is None or slot.spec.node_name == node)
+        ]
 
     def _close_run(self, slot: _Slot, summary: dict[str, object]) -> None:
         if slot.run_id is None:

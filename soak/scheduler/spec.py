@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from soak.workloads.collective import CollectiveGroup
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -31,3 +33,4 @@ class Segment:
     series: str  # the name its metrics carry: the workload's, qualified when the plan has it twice
     until_s: float
     run_id: int
+    group: CollectiveGroup | None = None  # where a collective workload meets the slot's other members

@@ -15,6 +15,7 @@ from agents.inbox import WorkerReport, write_report
 from soak.plan import WorkloadSpec
 from soak.scheduler.spec import Segment, WorkerSpec
 from soak.workloads.base import IntervalResult, Workload
+from soak.workloads.collective import CollectiveWorkload
 from soak.workloads.registry import load_backend, load_workload
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class DeviceWorker:
     def _run_segment(self, segment: Segment) -> dict[str, Any]:
         spec = WorkloadSpec.model_validate(segment.workload)
         workload = load_workload(spec.name)(spec)
+        if isinstance(workload, CollectiveWorkload):
+            workload.group = segment.group
         try:
             self._device.prepare(workload)
         except Exception as error:
@@ -59,7 +62,9 @@ class DeviceWorker:
         intervals, units, sdc, errors = 0, 0.0, 0, 0
         interval_s = self._spec.sample_interval_s
         try:
-            while not self._interrupt.is_set() and time.time() < segment.until_s - interval_s * 0.1:
+            while workload.continue_segment(
+                not self._interrupt.is_set() and time.time() < segment.until_s - interval_s * 0.1
+            ):
                 end_s = min(time.time() + interval_s, segment.until_s)
                 result = self._device.run_interval(workload, end_s=end_s)
                 self._report_interval(workload, result, segment.series)
@@ -70,6 +75,7 @@ class DeviceWorker:
                 self._progress_s = time.time()
         finally:
             self._device.teardown(workload)
+        self._idle_until(segment.until_s)  # a collective slot the group gave up early
         return {
             "workload": spec.name,
             "unit": workload.unit,
@@ -102,6 +108,9 @@ class DeviceWorker:
                 sample(f"latency.{series}.p{percentile}_ms", float(value))
                 for percentile, value in zip(LATENCY_PERCENTILES, latencies_ms, strict=True)
             ]
+        for key, value in result.metrics.items():
+            family, _, name = key.partition(".")
+            samples.append(sample(f"{family}.{series}.{name}", value))
         events = [self._event("workload_error", "warning", f"{workload.name}: {error}") for error in result.errors]
         events += [
             {**self._event(event.kind, event.severity, f"{workload.name}: {event.message}"), "raw": event.raw}

@@ -46,6 +46,8 @@ class IntervalResult:
     errors: list[str] = field(default_factory=list)
     step_latencies_s: list[float] = field(default_factory=list)
     events: list[WorkloadEvent] = field(default_factory=list)
+    # Further figures, "family.name_unit" → value, reported as family.<series>.name_unit (efficiency.n4_ratio).
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def units_per_s(self) -> float:
@@ -70,6 +72,8 @@ class Workload(ABC):
     reports_step_latency: ClassVar[bool] = False
     Params: ClassVar[type[WorkloadParams]] = WorkloadParams
     verify_every_steps: ClassVar[int] = 16
+    # Collective workloads run on every device of a group at once (see soak.workloads.collective).
+    collective: ClassVar[bool] = False
 
     def __init__(self, spec: WorkloadSpec) -> None:
         self.spec = spec
@@ -94,6 +98,10 @@ class Workload(ABC):
     def describe_mismatch(self) -> str:
         """What verify() found wrong, with its magnitude where the workload can tell."""
         return "the result differs from the reference"
+
+    def continue_segment(self, wanted: bool) -> bool:
+        """Whether to run another interval of the slot; collective workloads ask the other members too."""
+        return wanted
 
     def teardown(self) -> None:  # noqa: B027 - optional hook
         """Release what prepare() allocated."""

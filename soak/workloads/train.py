@@ -55,19 +55,26 @@ class Trainer:
         self._autocast = autocast
         self._scaler = torch.amp.GradScaler(loss_scaling_device) if loss_scaling_device is not None else None
 
-    def step(self, batch: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on rows of seq_len + 1 tokens (inputs and shifted targets); the detached loss."""
+    def step(
+        self, batch: torch.Tensor, *, reduce_gradients: Callable[[list[torch.Tensor]], None] | None = None
+    ) -> torch.Tensor:
+        """One optimizer step on rows of seq_len + 1 tokens (inputs and shifted targets); the detached loss.
+
+        `reduce_gradients`, where given, combines the gradients with other replicas' before the update.
+        """
         import torch
 
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             logits = self.decoder.logits(self.decoder.hidden_states(batch[:, :-1]))
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        scaled = loss if self._scaler is None else self._scaler.scale(loss)
+        scaled.backward()  # type: ignore[no-untyped-call]
+        if reduce_gradients is not None:
+            reduce_gradients([p.grad for p in self.decoder.module.parameters() if p.grad is not None])
         if self._scaler is None:
-            loss.backward()  # type: ignore[no-untyped-call]
             self.optimizer.step()
         else:
-            self._scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             self._scaler.step(self.optimizer)
             self._scaler.update()
         return loss.detach()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,20 @@ class LocalStack:
 
 @pytest.fixture
 def local_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
-    """start(node=..., simulated=N, cpu_device=..., hang_timeout_s=...) brings the stack up for this test."""
-    started: list[tuple[EmbeddedController, Any, httpx.Client]] = []
+    """start(node=..., simulated=N, cpu_device=..., hang_timeout_s=...) brings the stack up for this test.
 
-    def start(*, node: str, simulated: int = 0, cpu_device: bool = False, hang_timeout_s: float = 30.0) -> LocalStack:
+    `also_nodes` starts one more agent per name, offering the same devices, all on this host.
+    """
+    started: list[tuple[EmbeddedController, list[Any], httpx.Client]] = []
+
+    def start(
+        *,
+        node: str,
+        also_nodes: Sequence[str] = (),
+        simulated: int = 0,
+        cpu_device: bool = False,
+        hang_timeout_s: float = 30.0,
+    ) -> LocalStack:
         database_url = f"sqlite:///{tmp_path / 'soak.db'}"
         upgrade(database_url)
         settings = Settings(
@@ -62,20 +72,23 @@ def local_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
         )
         controller = EmbeddedController(settings)
         controller.start()
-        agent = start_agent(
-            controller_url=controller.url,
-            token=TOKEN,
-            node=node,
-            data_dir=tmp_path / "nodes" / node,
-            simulated=simulated,
-            cpu_device=cpu_device,
-        )
+        agents = [
+            start_agent(
+                controller_url=controller.url,
+                token=TOKEN,
+                node=name,
+                data_dir=tmp_path / "nodes" / name,
+                simulated=simulated,
+                cpu_device=cpu_device,
+            )
+            for name in (node, *also_nodes)
+        ]
         client = httpx.Client(base_url=controller.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-        started.append((controller, agent, client))
+        started.append((controller, agents, client))
         return LocalStack(url=controller.url, database_url=database_url, client=client)
 
     yield start
-    for controller, agent, client in started:
+    for controller, agents, client in started:
         client.close()
-        stop_agents([agent])
+        stop_agents(agents)
         controller.stop()
