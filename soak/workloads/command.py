@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import math
@@ -11,6 +12,7 @@ import queue
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -115,6 +117,13 @@ def _group_running(pgid: int) -> bool:
     return False
 
 
+def _die_with_parent() -> None:
+    """In the command's process, before exec: on Linux, the kernel kills it if the worker dies first (SIGKILL)."""
+    if sys.platform == "linux":
+        prctl_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(prctl_set_pdeathsig, signal.SIGKILL)
+
+
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):  # every process of the group has already exited
         os.killpg(pgid, signum)
@@ -144,6 +153,7 @@ class Command(Workload):
                 encoding="utf-8",
                 errors="replace",
                 start_new_session=True,  # its own process group, so that teardown reaches everything it starts
+                preexec_fn=_die_with_parent,
             )
         except OSError as error:
             raise CommandError(f"cannot start {shlex.join(self._params.argv)}: {error}; check argv and cwd") from None

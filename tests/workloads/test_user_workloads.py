@@ -368,3 +368,30 @@ def test_teardown_ends_the_command_and_the_processes_it_started(tmp_path: Path) 
 
     assert gone(workload.pid)
     assert gone(child_pid)
+
+
+def _start_command_then_wait(pid_file: Path) -> None:
+    """A worker that starts a long command, says its pid, and waits to be killed."""
+    device = CpuDevice()
+    command = Command(WorkloadSpec.model_validate({"name": "command", "params": {"argv": ["sleep", "300"]}}))
+    device.prepare(command)
+    pid_file.write_text(str(command.pid))
+    time.sleep(300)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is a Linux feature")
+def test_a_command_does_not_outlive_a_killed_worker(tmp_path: Path) -> None:
+    import multiprocessing
+
+    pid_file = tmp_path / "command.pid"
+    worker = multiprocessing.get_context("spawn").Process(target=_start_command_then_wait, args=(pid_file,))
+    worker.start()
+    deadline_s = time.time() + 60
+    while not pid_file.exists() and time.time() < deadline_s:
+        time.sleep(0.1)
+    command = psutil.Process(int(pid_file.read_text()))
+    assert command.is_running() and command.name() == "sleep"
+    worker.kill()  # SIGKILL: no teardown runs in the worker
+    worker.join(timeout=10)
+    gone, _ = psutil.wait_procs([command], timeout=10)
+    assert gone == [command]
