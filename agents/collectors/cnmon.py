@@ -1,7 +1,7 @@
 """Cambricon MLUs through the `cnmon` summary table.
 
 Two layouts are read: driver 5 and later puts the PCI bus id in the middle column and the driver version in the
-title; driver 4 put an Inited/Driver column there instead. The Ecc-Error column becomes device.ecc.errors.
+title; driver 4 put an Inited/Driver column there instead. The Ecc-Error column becomes device.ecc_errors.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ class SmiReading:
             if value is not None:
                 collected.sample(time_s, metric, value, device)
         for name, count in sorted(self.ecc_errors.items()):
-            collected.sample(time_s, f"device.ecc.{name}", count, device)
+            collected.sample(time_s, f"device.ecc_{name}", count, device)
 
 
 def number(text: object) -> float | None:

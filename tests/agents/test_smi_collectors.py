@@ -176,7 +176,7 @@ def test_cnmon_collector_end_to_end() -> None:
 def test_cnmon_ecc_count_is_a_sample() -> None:
     collector = CnmonCollector(settings(), run=Answers({("cnmon",): fixture("cnmon/cnmon_5.10.31_redacted.txt")}))
     samples = samples_of(collector.collect(3.0, CONTEXT), "gpu-07/mlu0")
-    assert samples["device.ecc.errors"] == 0.0
+    assert samples["device.ecc_errors"] == 0.0
     assert "device.memory_total_bytes" not in samples
 
 
