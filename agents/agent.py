@@ -1,13 +1,12 @@
-"""The node agent: registers its node, runs collectors every interval, forwards worker reports, never loses them."""
+"""The node agent: registers its node, runs collectors every interval, and delivers telemetry through its spool."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import httpx
 from agents.client import BatchInvalid, ControllerClient, ControllerRejected, UnknownToController
 from agents.collectors.base import CollectContext, Collected, Collector
 from agents.config import AgentSettings
-from agents.exporter import LatestValues, serve
-from agents.inbox import WorkerReport, pending_reports
+from agents.exporter import DeliveryHealth, LatestValues, serve
+from agents.inbox import WorkerReport, pending_paths, read_reports
+from agents.spool import Outgoing, Spool, report_batch_id
 from soak.nodes.schemas import NodeIn
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,6 @@ def load_collectors(settings: AgentSettings) -> list[Collector]:
     return collectors
 
 
-@dataclass
-class _Pending:
-    """A batch waiting for the controller, with the inbox files it carries (deleted once acknowledged)."""
-
-    batch: dict[str, Any]
-    files: list[Path] = field(default_factory=list)
-
-
 class Agent:
     """One per node."""
 
@@ -53,15 +45,33 @@ class Agent:
         self.client = ControllerClient(settings.controller_url, settings.api_token)
         self.values = LatestValues(settings.node_name)
         self.metrics_port: int | None = None
-        self._queue: deque[_Pending] = deque()
-        self._in_flight: set[Path] = set()
+        self.spool = Spool(
+            settings.spool_path,
+            files_dir=settings.spooled_dir,
+            node=settings.node_name,
+            max_batches=settings.spool_max_batches,
+            max_bytes=settings.spool_max_bytes,
+        )
+        returned = self.spool.return_strays(to=settings.inbox_dir)
+        if returned:
+            log.warning(
+                "%d spooled report file(s) had lost their batch; they go through the inbox again", len(returned)
+            )
         self._worker_pids: dict[str, int] = {}
         self._registered = False
+        self._reachable = True
+        self._last_push_s: float | None = None
+        self._push_failures = 0
         self._stop = threading.Event()
 
     def stop(self) -> None:
         """End the loop after the current cycle."""
         self._stop.set()
+
+    def close(self) -> None:
+        """Release the controller connection and the spool."""
+        self.client.close()
+        self.spool.close()
 
     def run(self) -> None:
         """Serve /metrics, then collect and deliver until stopped."""
@@ -76,14 +86,16 @@ class Agent:
             self.metrics_port,
         )
         next_s = time.time()
-        while not self._stop.is_set():
-            self.cycle(time.time())
-            next_s += self.settings.interval_s
-            self._stop.wait(max(0.0, next_s - time.time()))
-        self._deliver()
-        self.client.close()
-        metrics_server.shutdown()
-        metrics_server.server_close()
+        try:
+            while not self._stop.is_set():
+                self.cycle(time.time())
+                next_s += self.settings.interval_s
+                self._stop.wait(max(0.0, next_s - time.time()))
+            self._deliver(until_s=time.monotonic() + self.settings.interval_s)
+        finally:
+            self.close()
+            metrics_server.shutdown()
+            metrics_server.server_close()
 
     def node_in(self) -> NodeIn:
         """This node's registration."""
@@ -98,18 +110,17 @@ class Agent:
         )
 
     def cycle(self, now_s: float) -> None:
-        """One interval: read worker reports and collectors, queue the batches, deliver what the controller takes."""
-        reports = [
-            (path, report)
-            for path, report in pending_reports(self.settings.inbox_dir, limit=MAX_REPORTS_PER_CYCLE)
-            if path not in self._in_flight
-        ]
+        """One interval: read worker reports and collectors, spool them in one transaction, deliver the oldest."""
+        started_s = time.monotonic()
+        paths = self.spool.not_spooled(pending_paths(self.settings.inbox_dir, limit=MAX_REPORTS_PER_CYCLE))
+        reports = read_reports(paths)
         for _, report in reports:
             self._worker_pids[report.device] = report.pid
         collected = self._collect(now_s)
         self.values.update(collected.samples)
+        outgoing: list[Outgoing] = []
         if collected.samples or collected.events:
-            self._enqueue(_Pending(self._batch(None, collected.samples, collected.events)))
+            outgoing.append(Outgoing(self._batch(str(uuid.uuid4()), None, collected.samples, collected.events)))
         by_campaign: dict[int, list[tuple[Path, WorkerReport]]] = {}
         for path, report in reports:
             by_campaign.setdefault(report.campaign_id, []).append((path, report))
@@ -117,11 +128,29 @@ class Agent:
             samples = [sample for _, report in group for sample in report.samples]
             events = [event for _, report in group for event in report.events]
             self.values.update(samples)
-            files = [path for path, _ in group]
-            self._in_flight.update(files)
-            self._queue.append(_Pending(self._batch(campaign_id, samples, events), files))
-        self._deliver()
-        self.values.record_queue(len(self._queue))
+            files = tuple(path for path, _ in group)
+            batch_id = report_batch_id(self.settings.node_name, [path.name for path in files])
+            outgoing.append(Outgoing(self._batch(batch_id, campaign_id, samples, events), files))
+        try:
+            self.spool.append(outgoing, now_s=now_s)
+        except sqlite3.Error:
+            log.exception("could not spool this cycle's telemetry; worker reports stay in the inbox")
+        self._deliver(until_s=started_s + self.settings.interval_s)
+        self.values.record_delivery(self.delivery_health())
+
+    def delivery_health(self) -> DeliveryHealth:
+        """The spool's depth and drops, push failures, and the last acknowledged push."""
+        stats = self.spool.stats()
+        return DeliveryHealth(
+            spool_batches=stats.batches,
+            spool_bytes=stats.size_bytes,
+            oldest_spooled_s=stats.oldest_created_s,
+            last_push_s=self._last_push_s,
+            dropped_batches_total=stats.dropped.batches,
+            dropped_samples_total=stats.dropped.samples,
+            dropped_events_total=stats.dropped.events,
+            push_failures_total=self._push_failures,
+        )
 
     def _collect(self, now_s: float) -> Collected:
         merged = Collected()
@@ -140,50 +169,43 @@ class Agent:
         return merged
 
     def _batch(
-        self, campaign_id: int | None, samples: list[dict[str, Any]], events: list[dict[str, Any]]
+        self, batch_id: str, campaign_id: int | None, samples: list[dict[str, Any]], events: list[dict[str, Any]]
     ) -> dict[str, Any]:
         return {
-            "batch_id": str(uuid.uuid4()),
+            "batch_id": batch_id,
             "node": self.settings.node_name,
             "campaign_id": campaign_id,
             "samples": samples,
             "events": events,
         }
 
-    def _enqueue(self, pending: _Pending) -> None:
-        # Only collector batches are dropped when the queue is full: worker reports stay on disk until delivered.
-        if len(self._queue) >= self.settings.max_queued_batches:
-            for index, queued in enumerate(self._queue):
-                if not queued.files:
-                    del self._queue[index]
-                    log.warning("controller unreachable for long: dropped the oldest collector batch")
-                    break
-        self._queue.append(pending)
-
-    def _deliver(self) -> None:
-        while self._queue:
+    def _deliver(self, *, until_s: float) -> None:
+        """Send spooled batches oldest first until the spool is empty, the controller is away, or time is up."""
+        while (batch := self.spool.head()) is not None:
             try:
                 if not self._registered:
                     self.client.register(self.settings.node_name, self.node_in())
                     self._registered = True
                     log.info("registered node %s", self.settings.node_name)
-                result = self.client.send(self._queue[0].batch)
+                result = self.client.send(batch.payload_json)
             except UnknownToController:
                 self._registered = False
-                continue
             except BatchInvalid as error:
-                invalid = self._queue.popleft()
                 log.error("controller refused a malformed batch; its reports are kept as .bad files: %s", error)
-                for path in invalid.files:
-                    path.rename(path.with_suffix(".bad"))
-                    self._in_flight.discard(path)
-                continue
+                self.spool.set_aside(batch, into=self.settings.inbox_dir)
             except (httpx.HTTPError, ControllerRejected) as error:
-                log.warning("controller unavailable (%s); %d batch(es) wait", error, len(self._queue))
+                self._push_failures += 1
+                if self._reachable:
+                    log.warning("controller unavailable (%s); telemetry waits in the spool", error)
+                self._reachable = False
                 return
-            pending = self._queue.popleft()
-            for rejected in result.get("rejected", []):
-                log.warning("controller rejected %s: %s", rejected.get("field"), rejected.get("problem"))
-            for path in pending.files:
-                path.unlink(missing_ok=True)
-                self._in_flight.discard(path)
+            else:
+                self.spool.ack(batch)
+                self._last_push_s = time.time()
+                if not self._reachable:
+                    log.info("controller reachable again; delivering %d spooled batch(es)", self.spool.stats().batches)
+                self._reachable = True
+                for rejected in result.get("rejected", []):
+                    log.warning("controller rejected %s: %s", rejected.get("field"), rejected.get("problem"))
+            if time.monotonic() >= until_s:
+                return

@@ -34,9 +34,11 @@ class ControllerClient:
         if response.status_code >= 400:
             raise ControllerRejected(f"registration refused ({response.status_code}): {response.text}")
 
-    def send(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """POST one batch; raises httpx errors for the caller to retry later."""
-        response = self._http.post("/api/v1/telemetry", json=batch)
+    def send(self, batch_json: str) -> dict[str, Any]:
+        """POST one batch, already JSON; raises httpx errors for the caller to retry later."""
+        response = self._http.post(
+            "/api/v1/telemetry", content=batch_json.encode(), headers={"Content-Type": "application/json"}
+        )
         if response.status_code == 409:
             raise UnknownToController(response.text)
         if response.status_code == 422:

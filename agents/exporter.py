@@ -1,15 +1,17 @@
-"""The agent's /metrics on 127.0.0.1: the latest sample of every series, plus each collector's health."""
+"""The agent's /metrics on 127.0.0.1: the latest sample of every series, each collector's health, and delivery."""
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
@@ -22,6 +24,20 @@ def prometheus_name(metric: str) -> tuple[str, dict[str, str]]:
     return "soak_" + _UNSAFE.sub("_", metric), {}
 
 
+@dataclass(frozen=True)
+class DeliveryHealth:
+    """How delivery to the controller goes: what waits in the spool, what was dropped or failed, the last push."""
+
+    spool_batches: int = 0
+    spool_bytes: int = 0
+    oldest_spooled_s: float | None = None
+    last_push_s: float | None = None
+    dropped_batches_total: int = 0
+    dropped_samples_total: int = 0
+    dropped_events_total: int = 0
+    push_failures_total: int = 0
+
+
 class LatestValues(Collector):
     """Holds the newest value per (metric, device) and yields fresh families at each scrape."""
 
@@ -31,7 +47,7 @@ class LatestValues(Collector):
         self._latest: dict[tuple[str, str | None], float] = {}
         self._collector_seconds: dict[str, float] = {}
         self._collector_up: dict[str, bool] = {}
-        self._queued_batches = 0
+        self._delivery = DeliveryHealth()
 
     def update(self, samples: list[dict[str, Any]]) -> None:
         """Remember the newest values."""
@@ -45,17 +61,17 @@ class LatestValues(Collector):
             self._collector_seconds[name] = seconds
             self._collector_up[name] = ok
 
-    def record_queue(self, batches: int) -> None:
-        """Remember how many batches wait for the controller."""
+    def record_delivery(self, health: DeliveryHealth) -> None:
+        """Remember how delivery to the controller goes."""
         with self._lock:
-            self._queued_batches = batches
+            self._delivery = health
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             latest = dict(self._latest)
             seconds = dict(self._collector_seconds)
             up = dict(self._collector_up)
-            queued = self._queued_batches
+            delivery = self._delivery
         families: dict[str, GaugeMetricFamily] = {}
         for (metric, device), value in sorted(latest.items(), key=lambda item: (item[0][0], item[0][1] or "")):
             name, extra = prometheus_name(metric)
@@ -78,9 +94,36 @@ class LatestValues(Collector):
             success.add_metric([self._node, name], 1.0 if up[name] else 0.0)
         yield duration
         yield success
-        yield GaugeMetricFamily(
-            "soak_agent_queued_batches", "Batches not yet acknowledged by the controller", value=float(queued)
-        )
+        yield from self._delivery_families(delivery)
+
+    def _delivery_families(self, health: DeliveryHealth) -> Iterator[Metric]:
+        oldest_age_s = 0.0 if health.oldest_spooled_s is None else max(0.0, time.time() - health.oldest_spooled_s)
+        for name, documentation, value in (
+            (
+                "soak_agent_spool_batches",
+                "Batches spooled, not yet acknowledged by the controller",
+                health.spool_batches,
+            ),
+            ("soak_agent_spool_bytes", "Disk the spooled batches and their report files take", health.spool_bytes),
+            ("soak_agent_spool_oldest_age_seconds", "Age of the oldest spooled batch (0 when none)", oldest_age_s),
+            (
+                "soak_agent_last_push_timestamp_seconds",
+                "Unix time of the last batch the controller acknowledged (0 before the first)",
+                health.last_push_s or 0.0,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, documentation, labels=["node"])
+            gauge.add_metric([self._node], float(value))
+            yield gauge
+        for name, documentation, total in (
+            ("soak_agent_dropped_batches", "Batches dropped from a full spool", health.dropped_batches_total),
+            ("soak_agent_dropped_samples", "Samples dropped from a full spool", health.dropped_samples_total),
+            ("soak_agent_dropped_events", "Events dropped from a full spool", health.dropped_events_total),
+            ("soak_agent_push_failures", "Pushes that did not reach the controller", health.push_failures_total),
+        ):
+            counter = CounterMetricFamily(name, documentation, labels=["node"])
+            counter.add_metric([self._node], float(total))
+            yield counter
 
 
 def serve(values: LatestValues, *, host: str, port: int) -> WSGIServer:

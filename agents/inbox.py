@@ -1,7 +1,7 @@
 """The hand-off from workers to their node agent: one JSON file per report, written atomically.
 
-A file stays until the controller has acknowledged the batch that carried it, so a report survives an agent
-restart and a controller outage.
+Once spooled, a file moves to the agent's spool folder and stays there until the controller has acknowledged the
+batch that carried it, so a report survives an agent restart and a controller outage.
 """
 
 from __future__ import annotations
@@ -39,14 +39,22 @@ def write_report(inbox_dir: Path, report: WorkerReport) -> Path:
     return final
 
 
-def pending_reports(inbox_dir: Path, *, limit: int) -> list[tuple[Path, WorkerReport]]:
-    """The oldest reports not yet delivered; an unreadable file is moved aside, never retried forever."""
+def pending_paths(inbox_dir: Path, *, limit: int) -> list[Path]:
+    """The oldest report files in the inbox, oldest first."""
     if not inbox_dir.is_dir():
         return []
+    names = sorted(entry.name for entry in os.scandir(inbox_dir) if entry.name.endswith(".json"))
+    return [inbox_dir / name for name in names[:limit]]
+
+
+def read_reports(paths: list[Path]) -> list[tuple[Path, WorkerReport]]:
+    """The reports in these files; an unreadable file is moved aside as .bad, never retried forever."""
     reports: list[tuple[Path, WorkerReport]] = []
-    for path in sorted(inbox_dir.glob("*.json"))[:limit]:
+    for path in paths:
         try:
             reports.append((path, WorkerReport(**json.loads(path.read_text()))))
+        except FileNotFoundError:
+            continue
         except (OSError, ValueError, TypeError) as error:
             log.warning("moving unreadable worker report %s aside: %s", path, error)
             path.rename(path.with_suffix(".bad"))

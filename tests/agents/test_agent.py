@@ -101,7 +101,7 @@ def agent(controller: Controller, tmp_path: Path) -> Iterator[Agent]:
     )
     agent = Agent(settings)
     yield agent
-    agent.client.close()
+    agent.close()
 
 
 def publish_sim0(agent: Agent, now_s: float) -> SimReading:
@@ -136,6 +136,15 @@ def report(agent: Agent, campaign_id: int, now_s: float, gflops: float) -> Path:
 
 def inbox(agent: Agent) -> list[str]:
     return sorted(path.name for path in agent.settings.inbox_dir.glob("*.json"))
+
+
+def spooled(agent: Agent) -> list[str]:
+    return sorted(path.name for path in agent.settings.spooled_dir.glob("*.json"))
+
+
+def agent_metrics(agent: Agent) -> dict[str, float]:
+    """The agent's own series by name (each has one sample: the node's)."""
+    return {sample.name: sample.value for family in agent.values.collect() for sample in family.samples}
 
 
 def test_the_agent_registers_and_delivers_collectors_and_worker_reports(controller: Controller, agent: Agent) -> None:
@@ -179,14 +188,21 @@ def test_reports_wait_out_a_controller_outage_and_arrive_once(controller: Contro
     report(agent, campaign_id, now_s + 1, 801.0)
     agent.cycle(now_s + 1)
 
-    assert len(inbox(agent)) == 2
-    queued = {s.name: s.value for f in agent.values.collect() for s in f.samples}["soak_agent_queued_batches"]
-    assert queued == 4.0  # two collector batches and two worker reports
+    assert inbox(agent) == [] and len(spooled(agent)) == 2
+    health = agent_metrics(agent)
+    assert health["soak_agent_spool_batches"] == 4.0  # two collector batches and two worker reports
+    assert health["soak_agent_push_failures_total"] == 2.0
+    assert health["soak_agent_last_push_timestamp_seconds"] == 0.0
+    assert 0.0 < health["soak_agent_spool_oldest_age_seconds"] <= time.time() - now_s
 
     controller.start()
     agent.cycle(now_s + 2)
 
-    assert inbox(agent) == []
+    assert inbox(agent) == [] and spooled(agent) == []
+    health = agent_metrics(agent)
+    assert health["soak_agent_spool_batches"] == 0.0
+    assert health["soak_agent_spool_bytes"] == 0.0
+    assert health["soak_agent_last_push_timestamp_seconds"] >= now_s
     assert controller.count(Sample, metric="throughput.gemm", device="sim0") == 2
     assert controller.count(Event, device="sim0") == 2
     assert controller.count(Sample, metric="host.memory_used_bytes") == 3
@@ -195,6 +211,80 @@ def test_reports_wait_out_a_controller_outage_and_arrive_once(controller: Contro
 
     assert controller.count(Sample, metric="throughput.gemm", device="sim0") == 2
     assert controller.count(Sample, metric="host.memory_used_bytes") == 4
+
+
+def test_an_agent_restarted_during_an_outage_delivers_what_it_had_spooled(controller: Controller, agent: Agent) -> None:
+    campaign_id = controller.new_campaign()
+    now_s = time.time()
+    report(agent, campaign_id, now_s, 800.0)
+    agent.cycle(now_s)
+    report(agent, campaign_id, now_s + 1, 801.0)
+    agent.cycle(now_s + 1)
+    agent.close()
+
+    restarted = Agent(agent.settings)
+    try:
+        report(restarted, campaign_id, now_s + 2, 802.0)
+        controller.start()
+        restarted.cycle(now_s + 2)
+    finally:
+        restarted.close()
+
+    assert inbox(restarted) == [] and spooled(restarted) == []
+    assert controller.count(Sample, metric="throughput.gemm", device="sim0") == 3
+    assert controller.count(Event, device="sim0") == 3
+    assert controller.count(Sample, metric="host.memory_used_bytes") == 3
+
+
+class SequenceCollector:
+    """One node sample per cycle whose value counts the cycles."""
+
+    name: ClassVar[str] = "sequence"
+
+    def __init__(self) -> None:
+        self.cycles = 0
+
+    def devices(self) -> list[DeviceIn]:
+        return []
+
+    def collect(self, now_s: float, context: CollectContext) -> Collected:
+        collected = Collected()
+        collected.sample(now_s, "test.sequence", self.cycles)
+        self.cycles += 1
+        return collected
+
+
+def test_a_full_spool_drops_the_oldest_and_the_controller_is_told(controller: Controller, tmp_path: Path) -> None:
+    settings = AgentSettings(
+        controller_url=controller.url, api_token=TOKEN, node_name="n1", data_dir=tmp_path / "node", spool_max_batches=3
+    )
+    agent = Agent(settings, collectors=[SequenceCollector()])
+    now_s = time.time()
+    try:
+        for second in range(6):
+            agent.cycle(now_s + second)
+        health = agent_metrics(agent)
+        controller.start()
+        agent.cycle(now_s + 6)
+        after = agent_metrics(agent)
+    finally:
+        agent.close()
+
+    # Six batches into a spool of three: the oldest three went, and a notice of the loss waits with the rest.
+    assert health["soak_agent_dropped_batches_total"] == 3.0
+    assert health["soak_agent_dropped_samples_total"] == 3.0
+    assert health["soak_agent_spool_batches"] == 4.0
+    # The seventh batch pushed out one more before the controller could take anything.
+    assert after["soak_agent_dropped_batches_total"] == 4.0
+    assert after["soak_agent_spool_batches"] == 0.0
+    engine = make_engine(controller.database_url)
+    with Session(engine) as session:
+        kept = list(session.scalars(select(Sample.value).where(Sample.metric == "test.sequence").order_by(Sample.id)))
+        notices = list(session.scalars(select(Event).where(Event.kind == "telemetry_dropped")))
+    engine.dispose()
+    assert kept == [4.0, 5.0, 6.0]
+    assert [(notice.severity, notice.time_s) for notice in notices] == [("warning", now_s + 3)]
+    assert "dropped the oldest 4 batch(es) (4 samples, 0 events)" in notices[0].message
 
 
 def test_the_agent_registers_again_when_the_controller_forgets_it(
@@ -258,6 +348,10 @@ def test_the_agent_metrics_show_device_values_and_collector_health(controller: C
     assert values[("soak_agent_collector_success", (("collector", "host"), ("node", "n1")))] == 1.0
     assert values[("soak_agent_collector_success", (("collector", "simulated"), ("node", "n1")))] == 1.0
     assert values[("soak_agent_collector_success", (("collector", "broken"), ("node", "n1")))] == 0.0
-    assert values[("soak_agent_queued_batches", ())] == 0.0
+    assert values[("soak_agent_spool_batches", (("node", "n1"),))] == 0.0
+    assert values[("soak_agent_spool_oldest_age_seconds", (("node", "n1"),))] == 0.0
+    assert values[("soak_agent_last_push_timestamp_seconds", (("node", "n1"),))] >= now_s
+    assert values[("soak_agent_push_failures_total", (("node", "n1"),))] == 0.0
+    assert values[("soak_agent_dropped_batches_total", (("node", "n1"),))] == 0.0
     # A failing collector costs its own data only.
     assert controller.count(Sample, metric="device.temperature_c", device="sim0") == 1
