@@ -23,6 +23,8 @@ from soak.nodes.schemas import NodeIn
 
 log = logging.getLogger(__name__)
 MAX_REPORTS_PER_CYCLE = 5000
+# One XID reaches the agent twice, from NVML's event and from the kernel's log line, within a second or so.
+SAME_ERROR_S = 5.0
 
 
 def load_collectors(settings: AgentSettings) -> list[Collector]:
@@ -58,6 +60,8 @@ class Agent:
                 "%d spooled report file(s) had lost their batch; they go through the inbox again", len(returned)
             )
         self._worker_pids: dict[str, int] = {}
+        self._device_by_bus: dict[str, str] = {}
+        self._driver_errors: dict[tuple[str | None, int], tuple[float, str]] = {}
         self._registered = False
         self._reachable = True
         self._last_push_s: float | None = None
@@ -69,7 +73,14 @@ class Agent:
         self._stop.set()
 
     def close(self) -> None:
-        """Release the controller connection and the spool."""
+        """Release the collectors' resources (NVML, the kernel log), the controller connection and the spool."""
+        for collector in self.collectors:
+            close = getattr(collector, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    log.exception("collector %s failed to close", collector.name)
         self.client.close()
         self.spool.close()
 
@@ -100,6 +111,8 @@ class Agent:
     def node_in(self) -> NodeIn:
         """This node's registration."""
         devices = [device for collector in self.collectors for device in collector.devices()]
+        self.values.describe_devices(devices)
+        self._device_by_bus = {device.bus_id: device.name for device in devices if device.bus_id}
         agent_url = f"http://{self.settings.metrics_host}:{self.metrics_port}" if self.metrics_port else None
         return NodeIn(
             hostname=self.settings.node_name,
@@ -118,6 +131,7 @@ class Agent:
             self._worker_pids[report.device] = report.pid
         collected = self._collect(now_s)
         self.values.update(collected.samples)
+        self.values.count_events(collected.events)
         outgoing: list[Outgoing] = []
         if collected.samples or collected.events:
             outgoing.append(Outgoing(self._batch(str(uuid.uuid4()), None, collected.samples, collected.events)))
@@ -127,7 +141,8 @@ class Agent:
         for campaign_id, group in by_campaign.items():
             samples = [sample for _, report in group for sample in report.samples]
             events = [event for _, report in group for event in report.events]
-            self.values.update(samples)
+            self.values.update(samples, campaign_id=campaign_id)
+            self.values.count_events(events)
             files = tuple(path for path, _ in group)
             batch_id = report_batch_id(self.settings.node_name, [path.name for path in files])
             outgoing.append(Outgoing(self._batch(batch_id, campaign_id, samples, events), files))
@@ -154,7 +169,7 @@ class Agent:
 
     def _collect(self, now_s: float) -> Collected:
         merged = Collected()
-        context = CollectContext(worker_pids=dict(self._worker_pids))
+        context = CollectContext(worker_pids=dict(self._worker_pids), device_by_bus=dict(self._device_by_bus))
         for collector in self.collectors:
             started = time.perf_counter()
             try:
@@ -165,8 +180,19 @@ class Agent:
                 continue
             self.values.record_collector(collector.name, seconds=time.perf_counter() - started, ok=True)
             merged.samples.extend(collected.samples)
-            merged.events.extend(collected.events)
+            merged.events.extend(event for event in collected.events if self._first_report(event, collector.name))
         return merged
+
+    def _first_report(self, event: dict[str, Any], source: str) -> bool:
+        """False for a driver error another collector already reported (NVML's event and the kernel's log line)."""
+        if event["kind"] != "driver_error" or event.get("code") is None:
+            return True
+        key = (event.get("device"), int(event["code"]))
+        earlier = self._driver_errors.get(key)
+        if earlier is not None and earlier[1] != source and abs(earlier[0] - float(event["time_s"])) < SAME_ERROR_S:
+            return False
+        self._driver_errors[key] = (float(event["time_s"]), source)
+        return True
 
     def _batch(
         self, batch_id: str, campaign_id: int | None, samples: list[dict[str, Any]], events: list[dict[str, Any]]

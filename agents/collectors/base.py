@@ -23,9 +23,10 @@ class Collected:
 
 @dataclass(frozen=True)
 class CollectContext:
-    """What the agent knows that collectors may need: which worker process drives which device."""
+    """What the agent knows that collectors may need: worker processes, and devices by PCI bus id."""
 
     worker_pids: dict[str, int]
+    device_by_bus: dict[str, str] = field(default_factory=dict)  # as collectors registered them
 
 
 class Collector(Protocol):

@@ -386,7 +386,8 @@ class KernelLogCollector:
         dmesg_command: Sequence[str] = ("dmesg",),
         from_boot: bool = False,
     ) -> None:
-        """`device_by_bus` maps PCI bus ids to device names; `from_boot` also reports messages logged before start."""
+        """`device_by_bus` maps PCI bus ids to device names (by default the agent's registered devices);
+        `from_boot` also reports messages logged before start."""
         self._settings = settings
         self._device_by_bus = device_by_bus
         self._candidates: list[_Source] = [
@@ -396,10 +397,6 @@ class KernelLogCollector:
         self._source: _Source | None = None
         self._chosen = False
 
-    def name_devices(self, device_by_bus: Mapping[str, str]) -> None:
-        """Name the devices of later events from PCI bus id → device name (e.g. NvmlCollector.bus_ids())."""
-        self._device_by_bus = device_by_bus
-
     def devices(self) -> list[DeviceIn]:
         return []
 
@@ -407,7 +404,8 @@ class KernelLogCollector:
         collected = Collected()
         source = self._open()
         if source is not None:
-            collected.events.extend(kernel_log_events(source.read(), self._device_by_bus))
+            device_by_bus = self._device_by_bus if self._device_by_bus is not None else context.device_by_bus
+            collected.events.extend(kernel_log_events(source.read(), device_by_bus))
         return collected
 
     def close(self) -> None:

@@ -335,23 +335,51 @@ def test_the_agent_metrics_show_device_values_and_collector_health(controller: C
         server.shutdown()
         server.server_close()
 
-    values = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-    assert values[("soak_device_temperature_c", (("device", "sim0"), ("node", "n1")))] == pytest.approx(
-        reading.temperature_c
-    )
-    assert values[("soak_throughput", (("device", "sim0"), ("node", "n1"), ("workload", "gemm")))] == 812.5
-    assert values[("soak_host_memory_used_bytes", (("device", ""), ("node", "n1")))] > 0
-    assert values[("soak_agent_collector_success", (("collector", "host"), ("node", "n1")))] == 1.0
-    assert values[("soak_agent_collector_success", (("collector", "simulated"), ("node", "n1")))] == 1.0
-    assert values[("soak_agent_collector_success", (("collector", "broken"), ("node", "n1")))] == 0.0
-    assert values[("soak_agent_spool_batches", (("node", "n1"),))] == 0.0
-    assert values[("soak_agent_spool_oldest_age_seconds", (("node", "n1"),))] == 0.0
-    assert values[("soak_agent_last_push_timestamp_seconds", (("node", "n1"),))] >= now_s
-    assert values[("soak_agent_push_failures_total", (("node", "n1"),))] == 0.0
-    assert values[("soak_agent_dropped_batches_total", (("node", "n1"),))] == 0.0
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def value(name: str, **labels: str) -> float:
+        [found] = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+        return float(found)
+
+    sim0 = {"node": "n1", "device": "sim0", "index": "0", "vendor": "simulated", "uuid": "SIM-n1-00"}
+    assert value("soak_device_temperature_celsius", **sim0) == pytest.approx(reading.temperature_c)
+    assert value("soak_device_sm_clock_hertz", **sim0) == pytest.approx(reading.sm_clock_mhz * 1e6)
+    assert value("soak_workload_throughput", **sim0, workload="gemm", campaign=str(campaign_id)) == 812.5
+    assert value("soak_host_memory_used_bytes", node="n1", device="") > 0
+    assert value("soak_agent_collector_success", collector="host", node="n1") == 1.0
+    assert value("soak_agent_collector_success", collector="simulated", node="n1") == 1.0
+    assert value("soak_agent_collector_success", collector="broken", node="n1") == 0.0
+    assert value("soak_agent_spool_batches", node="n1") == 0.0
+    assert value("soak_agent_spool_oldest_age_seconds", node="n1") == 0.0
+    assert value("soak_agent_last_push_timestamp_seconds", node="n1") >= now_s
+    assert value("soak_agent_push_failures_total", node="n1") == 0.0
+    assert value("soak_agent_dropped_batches_total", node="n1") == 0.0
     # A failing collector costs its own data only.
     assert controller.count(Sample, metric="device.temperature_c", device="sim0") == 1
+
+
+class XidSource:
+    """A collector that reports one XID 79 on sim0, as NVML's listener or the kernel log would."""
+
+    def __init__(self, name: str, delay_s: float) -> None:
+        self.name = name
+        self._delay_s = delay_s
+
+    def devices(self) -> list[DeviceIn]:
+        return []
+
+    def collect(self, now_s: float, context: CollectContext) -> Collected:
+        event = {"time_s": now_s + self._delay_s, "device": "sim0", "kind": "driver_error", "severity": "critical"}
+        return Collected(events=[{**event, "code": 79, "message": f"XID 79 from {self.name}", "raw": ""}])
+
+
+def test_one_xid_seen_by_two_sources_is_stored_once(controller: Controller, agent: Agent) -> None:
+    controller.start()
+    agent.collectors += [XidSource("nvml", 0.0), XidSource("kernel_log", 0.8)]
+    now_s = time.time()
+    agent.cycle(now_s)
+    assert controller.count(Event) == 1
+    agent.cycle(now_s + 60)  # the same code a minute later is a new error
+    assert controller.count(Event) == 2
+    xids = [s for family in agent.values.collect() for s in family.samples if s.name == "soak_device_xid_errors_total"]
+    assert [(s.labels["xid"], s.value) for s in xids] == [("79", 2.0)]

@@ -144,8 +144,8 @@ def test_kmsg_from_boot_replays_what_is_there(settings: AgentSettings, tmp_path:
     kmsg = tmp_path / "kmsg"
     kmsg.write_text((KMSG / "kmsg-records.txt").read_text())
     collector = KernelLogCollector(settings, kmsg_path=kmsg, dmesg_command=["false"], from_boot=True)
-    collector.name_devices({"0000:00:06.0": "gpu-07/cuda0"})
-    events = collector.collect(time.time(), CONTEXT).events
+    context = CollectContext(worker_pids={}, device_by_bus={"00000000:00:06.0": "gpu-07/cuda0"})  # as NVML spells it
+    events = collector.collect(time.time(), context).events
     assert [(event["code"], event["device"]) for event in events] == [(13, "gpu-07/cuda0"), (79, "gpu-07/cuda0")]
     collector.close()
 
