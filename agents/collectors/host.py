@@ -17,6 +17,7 @@ from agents.config import AgentSettings
 from soak.nodes.schemas import DeviceIn
 
 _NOT_IN_METRIC_NAMES = re.compile(r"[^a-z0-9_]+")
+USS_INTERVAL_S = 30.0
 
 
 def cpu_model() -> str:
@@ -57,6 +58,7 @@ class HostCollector:
         self._settings = settings
         self._cpu_device = f"{settings.node_name}/cpu0"
         self._processes: dict[int, psutil.Process] = {}
+        self._uss_read_s: dict[int, float] = {}
         psutil.cpu_percent(None)  # the first call only sets the reference point
 
     def devices(self) -> list[DeviceIn]:
@@ -93,21 +95,23 @@ class HostCollector:
                 self._sample_process(collected, now_s, device, process)
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 self._processes.pop(pid, None)
+                self._uss_read_s.pop(pid, None)
             except psutil.AccessDenied:
                 continue  # a process of another user that hides even its RSS: no data, not an error
         return collected
 
-    @staticmethod
-    def _sample_process(collected: Collected, now_s: float, device: str, process: psutil.Process) -> None:
-        """Whatever this agent may read of a worker: another user's process may hide its USS and files."""
+    def _sample_process(self, collected: Collected, now_s: float, device: str, process: psutil.Process) -> None:
+        """Whatever this agent may read of a worker: another user's process may hide its USS and files.
+
+        USS walks every mapping of the process (about 5 ms for a worker that has imported torch), so it is read
+        every USS_INTERVAL_S; RSS, threads and files cost microseconds and are read every cycle.
+        """
         with process.oneshot():
-            try:
-                full = process.memory_full_info()
-            except psutil.AccessDenied:
-                collected.sample(now_s, "process.rss_bytes", process.memory_info().rss, device)
-            else:
-                collected.sample(now_s, "process.rss_bytes", full.rss, device)
-                collected.sample(now_s, "process.uss_bytes", full.uss, device)
+            collected.sample(now_s, "process.rss_bytes", process.memory_info().rss, device)
+            if now_s - self._uss_read_s.get(process.pid, 0.0) >= USS_INTERVAL_S:
+                self._uss_read_s[process.pid] = now_s
+                with contextlib.suppress(psutil.AccessDenied):
+                    collected.sample(now_s, "process.uss_bytes", process.memory_full_info().uss, device)
             collected.sample(now_s, "process.threads", process.num_threads(), device)
             with contextlib.suppress(psutil.AccessDenied):
                 collected.sample(now_s, "process.open_files", process.num_fds(), device)
