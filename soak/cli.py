@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -14,7 +14,11 @@ from rich.console import Console
 
 from soak.config import Settings, get_settings
 from soak.console import TERMINAL_STATES, ApiClient, findings_table, follow, progress_table
+from soak.offline.formats import FileFormat
 from soak.plan import PlanError, load_plan
+
+if TYPE_CHECKING:
+    from soak.offline.importer import ImportReport
 
 app = typer.Typer(help="Fleet stability soak tests for AI accelerators.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -62,9 +66,9 @@ def check(plan_file: Annotated[Path, typer.Argument(help="plan in YAML or JSON")
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="listen port")] = 8000,
-    executor: Annotated[str | None, typer.Option(help="ray (default) or local")] = None,
+    host: Annotated[str | None, typer.Option(help="listen address (SOAK_HOST; 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port (SOAK_PORT; 8000)")] = None,
+    executor: Annotated[str | None, typer.Option(help="ray (default) or local (SOAK_EXECUTOR)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller (API, scheduler, detectors); applies pending migrations first."""
@@ -74,10 +78,8 @@ def serve(
     from soak.migrations import upgrade
 
     _logging(verbose)
-    overrides: dict[str, Any] = {"host": host, "port": port}
-    if executor is not None:
-        overrides["executor"] = executor
-    settings = Settings(**overrides)
+    given: dict[str, Any] = {"host": host, "port": port, "executor": executor}
+    settings = Settings(**{key: value for key, value in given.items() if value is not None})
     if settings.api_token is None:
         errors.print("[yellow]SOAK_API_TOKEN is not set: the API is read-only until you set it[/]")
     upgrade(settings.database_url)
@@ -215,6 +217,115 @@ def demo(
         database_url=get_settings().database_url,
     )
     raise typer.Exit(code=0 if outcome.as_expected else 1)
+
+
+@app.command("import")
+def import_telemetry(
+    file: Annotated[Path, typer.Argument(help="CSV file", exists=True, dir_okay=False, readable=True)],
+    campaign: Annotated[str, typer.Option("--campaign", help="imported campaign to create or append to")],
+    file_format: Annotated[FileFormat, typer.Option("--format", help="long: timestamp,node,device,metric,value")],
+    node: Annotated[str | None, typer.Option(help="node of an nvidia-smi file (default: the file name)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Import telemetry soak did not collect into a completed campaign of its own, ready for `soak analyze`."""
+    from soak.db import make_engine, session_factory
+    from soak.migrations import upgrade
+    from soak.offline.importer import import_file
+    from soak.offline.lines import ImportRefused
+
+    _logging(verbose)
+    url = get_settings().database_url
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            report = import_file(session=session, path=file, campaign_name=campaign, file_format=file_format, node=node)
+    except ImportRefused as error:
+        raise _fail(str(error)) from None
+    finally:
+        engine.dispose()
+    _print_import(file, report)
+    if report.problems_total:
+        raise typer.Exit(code=1)
+
+
+def _print_import(file: Path, report: ImportReport) -> None:
+    from rich.table import Table
+
+    from soak.analysis.series import format_utc
+
+    if report.campaign_id is None:
+        console.print(f"[yellow]nothing imported from {file.name}[/]: no line held a valid sample")
+    else:
+        how = "new" if report.created else "appended"
+        console.print(f"{file.name} → campaign {report.campaign_id} [bold]{report.campaign_name}[/] ({how})")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "lines",
+        f"{report.rows_read:,} read, {report.rows_imported:,} imported, {report.rows_rejected:,} rejected",
+    )
+    table.add_row(
+        "samples",
+        f"{report.samples_stored:,} stored, {report.samples_already_stored:,} already stored, "
+        f"{report.values_rejected:,} values rejected",
+    )
+    table.add_row("devices", f"{len(report.devices)} on {len(report.nodes)} node(s)")
+    if report.first_s is not None and report.last_s is not None:
+        table.add_row("time", f"{format_utc(report.first_s)} → {format_utc(report.last_s)}")
+    if report.ignored_columns:
+        table.add_row("not imported", ", ".join(report.ignored_columns))
+    if report.elapsed_s >= 1.0:
+        table.add_row("speed", f"{report.rows_read / report.elapsed_s:,.0f} lines/s ({report.elapsed_s:.0f} s)")
+    console.print(table)
+    if report.samples_stored == 0 and report.samples_already_stored:
+        console.print("[yellow]every sample was already in the campaign: this file was imported before[/]")
+    if report.problems:
+        shown = len(report.problems)
+        more = f" (the first {shown} of {report.problems_total:,})" if report.problems_total > shown else ""
+        errors.print(f"[bold yellow]not imported{more}:[/]")
+        for problem in report.problems:
+            errors.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+    if report.campaign_id is not None:
+        console.print(f"next: soak analyze {report.campaign_id}")
+
+
+@app.command()
+def analyze(
+    campaign: Annotated[str, typer.Argument(help="campaign id or name")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run every detector over a stored campaign (imported or run by soak) and show its findings."""
+    import json
+
+    from soak.campaigns.service import CampaignNotFound
+    from soak.db import make_engine, session_factory
+    from soak.migrations import upgrade
+    from soak.offline.analyze import NothingToAnalyze, analyze_campaign, find_campaign
+
+    _logging(verbose)
+    url = get_settings().database_url
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            found = find_campaign(session=session, reference=campaign)
+            name, state, campaign_id = found.name, found.state, found.id
+            results = analyze_campaign(session=session, campaign=found)
+    except (CampaignNotFound, NothingToAnalyze) as error:
+        raise _fail(str(error)) from None
+    except PlanError as error:
+        raise _fail(f"campaign {campaign}: its stored plan no longer validates:\n{error}") from None
+    finally:
+        engine.dispose()
+    rows = [finding.model_dump(mode="json") for finding in results]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    console.print(f"campaign {campaign_id} [bold]{name}[/] ({state}): {len(rows)} finding(s)")
+    console.print(findings_table(rows) if rows else "no findings")
 
 
 @db_app.command("upgrade")

@@ -92,7 +92,7 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
 BAD_PLANS = [
     pytest.param(
         _set("workloads.0.name", "gemmm"),
-        "workloads[0].name: unknown workload 'gemmm'; known: capacity, command, entry_point, gemm, h2d,",
+        "workloads[0].name: unknown workload 'gemmm'; known: allreduce, capacity, command, entry_point, gemm,",
         id="unknown-workload",
     ),
     pytest.param(_set("duration", "-2h"), "duration: '-2h' is negative", id="negative-duration"),
