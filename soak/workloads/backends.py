@@ -152,6 +152,13 @@ class CudaBackend(AcceleratorBackend):
 
     name: ClassVar[str] = "cuda"
 
+    @classmethod
+    def open(cls, spec: WorkerSpec) -> OpenDevice:
+        # CUDA numbers GPUs fastest first unless told otherwise; the agent names them in NVML's PCI bus order, so
+        # device cuda3 of the agent is device 3 of the worker only in bus order.
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        return super().open(spec)
+
 
 class NpuBackend(AcceleratorBackend):
     """Huawei Ascend through torch_npu."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from soak.scheduler.spec import WorkerSpec
@@ -46,6 +48,13 @@ def test_every_family_is_registered_with_its_ray_resource(backend: str, resource
 def test_an_absent_accelerator_fails_to_open_with_a_reason(backend: str) -> None:
     with pytest.raises(RuntimeError, match=f"{backend}: no device is visible to this worker"):
         load_backend(backend).open(_spec(backend))
+
+
+def test_cuda_workers_number_gpus_in_bus_order_as_the_agent_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    with pytest.raises(RuntimeError):  # no GPU here; the order is set before CUDA is asked
+        load_backend("cuda").open(_spec("cuda"))
+    assert os.environ["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
 def test_a_physical_index_is_found_among_the_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
