@@ -99,6 +99,10 @@ class Workload(ABC):
         """What verify() found wrong, with its magnitude where the workload can tell."""
         return "the result differs from the reference"
 
+    def interval_over(self, steps: int, busy_until_s: float) -> bool:
+        """Whether the busy part of the interval has ended, asked before each step; `steps` were done so far."""
+        return time.time() >= busy_until_s
+
     def continue_segment(self, wanted: bool) -> bool:
         """Whether to run another interval of the slot; collective workloads ask the other members too."""
         return wanted
@@ -116,7 +120,7 @@ class Workload(ABC):
         timer.start()
         busy_until_s = result.start_s + (end_s - result.start_s) * self.spec.duty_cycle
         try:
-            while time.time() < busy_until_s:
+            while not self.interval_over(result.steps, busy_until_s):
                 step_started_s = time.perf_counter()
                 result.work_units += self.step()
                 if self.reports_step_latency:

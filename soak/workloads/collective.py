@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
 from soak.workloads.base import IntervalResult, Workload, WorkloadParams
-from soak.workloads.families import DeviceTimer, family
+from soak.workloads.families import DeviceTimer, SynchronizedWallTimer, family
 
 if TYPE_CHECKING:
     import torch
@@ -62,9 +63,9 @@ class CollectiveWorkload(Workload):
     broken: bool = False
     device: torch.device
 
-    @property
+    @cached_property
     def collective_params(self) -> CollectiveParams:
-        """The plan's params for this entry."""
+        """The plan's params for this entry, validated once."""
         params = self.Params.model_validate(self.spec.params)
         assert isinstance(params, CollectiveParams)
         return params
@@ -131,34 +132,16 @@ class CollectiveWorkload(Workload):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
-    def run_interval(self, *, end_s: float, synchronize: Callable[[], None], timer: DeviceTimer) -> IntervalResult:
-        """Step until the busy part ends for every member: they agree every `sync_every_steps` steps.
+    def interval_over(self, steps: int, busy_until_s: float) -> bool:
+        """Every `sync_every_steps` steps the members agree; the interval ends for all once one's busy part has."""
+        if steps % self.collective_params.sync_every_steps:
+            return False
+        return self._anyone_stops(time.time() >= busy_until_s)
 
-        Collectives are timed by the wall clock: on the CPU they run on the backend's threads, not this one.
-        """
-        result = IntervalResult(start_s=time.time(), end_s=end_s)
-        params = self.collective_params
-        busy_until_s = result.start_s + (end_s - result.start_s) * self.spec.duty_cycle
-        try:
-            while True:
-                if result.steps % params.sync_every_steps == 0 and self._anyone_stops(time.time() >= busy_until_s):
-                    break
-                result.work_units += self.step()
-                result.steps += 1
-                if result.steps % self.verify_every_steps == 0:
-                    synchronize()
-                    if not self.verify():
-                        result.sdc_mismatches += 1
-                        result.sdc_details.append(self.describe_mismatch())
-            synchronize()
-        except Exception as error:  # a peer died or the link failed: report it and give the slot up
+    def run_interval(self, *, end_s: float, synchronize: Callable[[], None], timer: DeviceTimer) -> IntervalResult:
+        """The template's interval, timed by the wall clock (on the CPU collectives run on the backend's threads,
+        not this one); an error in it (a peer died, a link failed) breaks the group for the rest of the slot."""
+        result = super().run_interval(end_s=end_s, synchronize=synchronize, timer=SynchronizedWallTimer(synchronize))
+        if result.errors:
             self.broken = True
-            log.warning("%s collective failed: %s", self.name, error)
-            result.errors.append(f"{type(error).__name__}: {error}")
-        result.busy_s = result.device_s = time.time() - result.start_s
-        result.events, self._events = self._events, []
-        remaining_s = end_s - time.time()
-        if remaining_s > 0 and not self.broken:
-            time.sleep(remaining_s)
-        result.end_s = time.time()
         return result

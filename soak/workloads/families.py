@@ -146,8 +146,8 @@ class _EventTimer:
         return float(self._start.elapsed_time(self._end)) / 1000.0
 
 
-class _SynchronizedWallTimer:
-    """Wall time between two device synchronizations, for a backend without timing events."""
+class SynchronizedWallTimer:
+    """Wall time between two device synchronizations: for a backend without timing events, and for collectives."""
 
     def __init__(self, synchronize: Callable[[], None]) -> None:
         self._synchronize = synchronize
@@ -202,7 +202,7 @@ class DeviceFamily:
         device_api = self._device_api()
         if hasattr(device_api, "Event"):
             return _EventTimer(device_api, index)
-        return _SynchronizedWallTimer(lambda: self.synchronize(index))
+        return SynchronizedWallTimer(lambda: self.synchronize(index))
 
     def memory(self, index: int) -> MemoryStats:
         """Memory allocated, reserved and at peak by this process on device `index`, and the device's free/total."""
