@@ -140,7 +140,7 @@ class LatestValues(Collector):
 
     def _device_labels(self, device: str | None) -> list[str]:
         if device is None:
-            return [self._node, "", "", "", "", "", ""]
+            return [self._node, *[""] * (len(DEVICE_LABELS) - 1)]
         identity = self._identity.get(device, {})
         return [
             self._node,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +20,8 @@ from soak.offline.formats import FileFormat
 from soak.plan import PlanError, load_plan
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from soak.offline.importer import ImportReport
 
 app = typer.Typer(help="Fleet stability soak tests for AI accelerators.", no_args_is_help=True)
@@ -219,6 +223,22 @@ def demo(
     raise typer.Exit(code=0 if outcome.as_expected else 1)
 
 
+@contextmanager
+def _store_session() -> Iterator[Session]:
+    """A session on SOAK_DATABASE_URL, migrated first, for the commands that work on the store directly."""
+    from soak.db import make_engine, session_factory
+    from soak.migrations import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 @app.command("import")
 def import_telemetry(
     file: Annotated[Path, typer.Argument(help="CSV file", exists=True, dir_okay=False, readable=True)],
@@ -228,22 +248,15 @@ def import_telemetry(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Import telemetry soak did not collect into a completed campaign of its own, ready for `soak analyze`."""
-    from soak.db import make_engine, session_factory
-    from soak.migrations import upgrade
     from soak.offline.importer import import_file
     from soak.offline.lines import ImportRefused
 
     _logging(verbose)
-    url = get_settings().database_url
-    upgrade(url)
-    engine = make_engine(url)
     try:
-        with session_factory(engine)() as session:
+        with _store_session() as session:
             report = import_file(session=session, path=file, campaign_name=campaign, file_format=file_format, node=node)
     except ImportRefused as error:
         raise _fail(str(error)) from None
-    finally:
-        engine.dispose()
     _print_import(file, report)
     if report.problems_total:
         raise typer.Exit(code=1)
@@ -301,16 +314,11 @@ def analyze(
     import json
 
     from soak.campaigns.service import CampaignNotFound
-    from soak.db import make_engine, session_factory
-    from soak.migrations import upgrade
     from soak.offline.analyze import NothingToAnalyze, analyze_campaign, find_campaign
 
     _logging(verbose)
-    url = get_settings().database_url
-    upgrade(url)
-    engine = make_engine(url)
     try:
-        with session_factory(engine)() as session:
+        with _store_session() as session:
             found = find_campaign(session=session, reference=campaign)
             name, state, campaign_id = found.name, found.state, found.id
             results = analyze_campaign(session=session, campaign=found)
@@ -318,8 +326,6 @@ def analyze(
         raise _fail(str(error)) from None
     except PlanError as error:
         raise _fail(f"campaign {campaign}: its stored plan no longer validates:\n{error}") from None
-    finally:
-        engine.dispose()
     rows = [finding.model_dump(mode="json") for finding in results]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

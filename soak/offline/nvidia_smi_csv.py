@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from agents.nvml.clock_events import CLOCK_EVENT_FLAGS
 from soak.offline.lines import (
     DeviceFacts,
     ImportRefused,
@@ -25,17 +26,8 @@ from soak.offline.lines import (
     width_problem,
 )
 
-# The bits of NVML's clock-event (formerly throttle) reasons mask, under the names nvidia-smi gives its fields.
-CLOCK_EVENT_BITS: dict[str, int] = {
-    "gpu_idle": 0x1,
-    "applications_clocks_setting": 0x2,
-    "sw_power_cap": 0x4,
-    "hw_slowdown": 0x8,
-    "sync_boost": 0x10,
-    "sw_thermal_slowdown": 0x20,
-    "hw_thermal_slowdown": 0x40,
-    "hw_power_brake_slowdown": 0x80,
-}
+# NVML's clock-event reasons, under the names nvidia-smi gives its fields; its CSV has no display-clock field.
+CLOCK_EVENT_BITS: dict[str, int] = {flag: bit for flag, bit in CLOCK_EVENT_FLAGS.items() if flag != "display_clock"}
 REASON_PREFIXES = ("clocks_event_reasons.", "clocks_throttle_reasons.")
 IDENTITY_COLUMNS = ("timestamp", "index", "uuid", "name", "pci.bus_id", "driver_version", "serial", "vbios_version")
 

@@ -22,6 +22,7 @@ from soak.scheduler.rendezvous import Rendezvous
 from soak.scheduler.rotation import Rotation
 from soak.scheduler.spec import Segment, WorkerSpec
 from soak.telemetry import service as telemetry
+from soak.workloads.collective import CollectiveParams
 from soak.workloads.registry import load_workload
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ class _Slot:
     restarts_s: list[float] = field(default_factory=list)
     next_restart_s: float = 0.0
     retired: bool = False
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the device is simulated: it plays a collective slot alone, from the workload's profile."""
+        return self.spec.backend == "sim"
 
 
 class CampaignRunner:
@@ -239,11 +245,13 @@ class CampaignRunner:
                 )
             slot.run_started_s = now_s
             group = None
-            if rotation.collective(number) and slot.spec.backend != "sim":  # simulated devices play their part alone
+            if rotation.collective(number) and not slot.simulated:
+                params = load_workload(workload.name).Params.model_validate(workload.params)
+                per_node = isinstance(params, CollectiveParams) and params.scope == "node"
                 group = self._rendezvous.group(
                     slot=number,
                     member=slot.position,
-                    node=slot.spec.node_name if workload.params.get("scope", "node") == "node" else None,
+                    node=slot.spec.node_name if per_node else None,
                     members=self._group_candidates,
                 )
             slot.handle.start_segment(
@@ -263,7 +271,7 @@ class CampaignRunner:
             for slot in self._slots
             if not slot.retired
             and slot.handle is not None
-            and slot.spec.backend != "sim"
+            and not slot.simulated
             and (node is None or slot.spec.node_name == node)
         ]
 
