@@ -33,6 +33,15 @@ class LocalStack:
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
 
+    def run_clean(self, plan: dict[str, Any]) -> int:
+        """Run `plan` to its end and require it completed with no workload error and no SDC; returns its id."""
+        campaign_id = self.submit(plan)
+        progress = self.wait_for_end(campaign_id)
+        assert progress["campaign"]["state"] == "completed", progress["campaign"]["reason"]
+        events = self.client.get(f"/api/v1/campaigns/{campaign_id}/events").json()
+        assert [event for event in events if event["kind"] in {"workload_error", "sdc"}] == []
+        return campaign_id
+
     def wait_for_end(self, campaign_id: int, *, give_up_s: float = 240.0) -> dict[str, Any]:
         """Poll until the campaign finishes; returns its last progress."""
         deadline_s = time.time() + give_up_s

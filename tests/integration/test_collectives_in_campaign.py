@@ -33,12 +33,7 @@ def test_two_nodes_reduce_and_scale_together_between_solo_slots(local_stack: Cal
             {"name": "gemm", "params": {"size": 128}},
         ],
     }
-    campaign_id = stack.submit(plan)
-    progress = stack.wait_for_end(campaign_id)
-
-    assert progress["campaign"]["state"] == "completed", progress["campaign"]["reason"]
-    events = stack.client.get(f"/api/v1/campaigns/{campaign_id}/events").json()
-    assert [event for event in events if event["kind"] in {"workload_error", "sdc"}] == []
+    campaign_id = stack.run_clean(plan)
     with session_factory(make_engine(stack.database_url))() as session:
         reported = set(
             session.execute(
