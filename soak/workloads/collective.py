@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -37,9 +37,8 @@ class CollectiveGroup:
 class CollectiveParams(WorkloadParams):
     """How long a member waits for the others before the slot is given up."""
 
-    scope: str = Field(
+    scope: Literal["node", "campaign"] = Field(
         default="node",
-        pattern="^(node|campaign)$",
         description="node: one group per node; campaign: one group across all nodes of the campaign",
     )
     # Below the controller's hang timeout (30 s by default), so that a missing peer is reported as a collective

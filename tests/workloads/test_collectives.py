@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch.distributed as dist
 
-from soak.plan import WorkloadSpec
+from soak.plan import PlanError, WorkloadSpec, parse_plan
 from soak.workloads.backends import CpuDevice
 from soak.workloads.collective import CollectiveGroup, CollectiveWorkload
 from soak.workloads.registry import load_workload
@@ -133,3 +133,15 @@ def test_a_group_of_one_is_refused_with_the_fix() -> None:
 @pytest.mark.parametrize(("world_size", "sizes"), [(1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (8, [1, 2, 4, 8])])
 def test_group_sizes_double_up_to_the_world(world_size: int, sizes: list[int]) -> None:
     assert group_sizes(world_size) == sizes
+
+
+def test_a_bad_scope_is_refused_naming_the_field_and_the_choices() -> None:
+    plan = {
+        "name": "bad-scope",
+        "duration": "1h",
+        "devices": {"simulated": 2},
+        "workloads": [{"name": "gemm"}, {"name": "allreduce", "params": {"scope": "cluster"}}],
+    }
+    with pytest.raises(PlanError) as raised:
+        parse_plan(plan)
+    assert raised.value.problems == ["workloads[1].params.scope: Input should be 'node' or 'campaign'"]
