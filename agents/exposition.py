@@ -77,6 +77,12 @@ EXACT: dict[str, Family] = {
     "worker.device_time_ratio": _gauge(
         "soak_worker_device_time_ratio", "Device time per second the workload was stepping"
     ),
+    "worker.memory_allocated_bytes": _gauge(
+        "soak_worker_device_memory_allocated_bytes", "Device memory the worker's tensors hold (torch allocator)"
+    ),
+    "worker.memory_reserved_bytes": _gauge(
+        "soak_worker_device_memory_reserved_bytes", "Device memory the worker's allocator has reserved, cache included"
+    ),
     "host.cpu_ratio": _gauge("soak_host_cpu_ratio", "Host CPU utilisation"),
     "host.memory_used_bytes": _gauge("soak_host_memory_used_bytes", "Host memory in use"),
     "host.memory_total_bytes": _gauge("soak_host_memory_total_bytes", "Host memory installed"),

@@ -23,6 +23,15 @@ from pydantic import (
     model_validator,
 )
 
+from soak.analysis.driver_errors import DriverErrorLimits
+from soak.analysis.drift import DriftLimits
+from soak.analysis.leak import LeakLimits
+from soak.analysis.liveness import LivenessLimits
+from soak.analysis.memory_health import MemoryHealthLimits
+from soak.analysis.sdc import SdcLimits
+from soak.analysis.stack_change import StackChangeLimits
+from soak.analysis.thermal import ThermalLimits
+
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -208,23 +217,20 @@ Fault = Annotated[
 ]
 
 
-class DriverErrorLimits(_Strict):
-    """Driver errors tolerated per severity over the whole campaign."""
-
-    warn: int = Field(default=10, ge=0)
-    fail: int = Field(default=0, ge=0)
-
-
 class Acceptance(_Strict):
-    """Pass/fail criteria and detector sensitivity."""
+    """Pass/fail criteria and detector sensitivity, one section per detector; every field has a default.
 
-    max_leak_rate_mib_per_hour: float = Field(default=64.0, gt=0)
-    min_leak_growth_mib: float = Field(default=32.0, ge=0, description="less total growth is never a leak")
-    min_sustained_throughput_ratio: float = Field(default=0.95, gt=0, le=1)
-    max_throttle_residency: float = Field(default=0.5, ge=0, le=1)
-    max_driver_errors: DriverErrorLimits = DriverErrorLimits()
-    max_sdc_events: int = Field(default=0, ge=0)
-    significance: float = Field(default=0.001, gt=0, lt=0.5, description="p-value a trend must beat")
+    docs/detectors.md says what each detector does with its section.
+    """
+
+    leak: LeakLimits = LeakLimits()
+    thermal: ThermalLimits = ThermalLimits()
+    throughput: DriftLimits = DriftLimits()
+    driver_errors: DriverErrorLimits = DriverErrorLimits()
+    memory_health: MemoryHealthLimits = MemoryHealthLimits()
+    stack_change: StackChangeLimits = StackChangeLimits()
+    liveness: LivenessLimits = LivenessLimits()
+    sdc: SdcLimits = SdcLimits()
 
 
 class Plan(_Strict):

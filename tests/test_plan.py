@@ -149,6 +149,16 @@ BAD_PLANS = [
         id="workload-param-out-of-range",
     ),
     pytest.param(_set("workloads", []), "workloads: List should have at least 1 item", id="no-workloads"),
+    pytest.param(
+        _set("acceptance", {"leak": {"max_host_rate_mib_per_hour": -5}}),
+        "acceptance.leak.max_host_rate_mib_per_hour: Input should be greater than 0",
+        id="acceptance-negative-limit",
+    ),
+    pytest.param(
+        _set("acceptance", {"max_leak_rate_mib_per_hour": 64}),
+        "acceptance.max_leak_rate_mib_per_hour: unknown field",
+        id="acceptance-flat-key-from-before-the-sections",
+    ),
     pytest.param(_set("name", "bad/name"), "name: String should match pattern", id="name-with-slash"),
 ]
 
@@ -195,7 +205,7 @@ def test_a_valid_plan_reads_as_written(plan_data: dict[str, Any]) -> None:
     assert plan.simulated_devices == 2
     assert [w.precision for w in plan.workloads] == [Precision.FP32, Precision.BF16]
     assert plan.faults[0].start == timedelta(minutes=5)
-    assert plan.acceptance.max_sdc_events == 0
+    assert plan.acceptance.sdc.max_events == 0
 
 
 def test_a_single_device_selector_or_workload_needs_no_list(plan_data: dict[str, Any]) -> None:

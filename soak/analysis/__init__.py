@@ -1,1 +1,1 @@
-"""Detectors that turn telemetry series into findings: memory leaks and throughput drops."""
+"""Detectors that turn telemetry into findings, one file each; the fleet simulator that scores them."""

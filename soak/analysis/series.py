@@ -19,8 +19,9 @@ class Series:
 
     def __post_init__(self) -> None:
         # Private read-only copies: a frozen series must not change under a detector when its caller's does.
-        time_s = np.array(self.time_s, dtype=np.float64)
-        values = np.array(self.values, dtype=np.float64)
+        # Arrays already read-only float64 are shared as they are (weeks of samples need no second copy).
+        time_s = _read_only(self.time_s)
+        values = _read_only(self.values)
         if time_s.ndim != 1 or values.ndim != 1 or time_s.shape != values.shape:
             raise ValueError(
                 f"Series.time_s and Series.values must be 1-D arrays of the same length, "
@@ -30,8 +31,6 @@ class Series:
             raise ValueError("Series.time_s must hold finite epoch seconds; drop samples without a timestamp")
         if np.any(np.diff(time_s) < 0):
             raise ValueError("Series.time_s must be ascending; sort the samples by time first")
-        time_s.setflags(write=False)
-        values.setflags(write=False)
         object.__setattr__(self, "time_s", time_s)
         object.__setattr__(self, "values", values)
 
@@ -61,13 +60,28 @@ class Series:
         )
 
 
+def _read_only(array: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    if isinstance(array, np.ndarray) and array.dtype == np.float64 and not array.flags.writeable:
+        return array
+    copy = np.array(array, dtype=np.float64)
+    copy.setflags(write=False)
+    return copy
+
+
 @dataclass(frozen=True)
 class Detection:
-    """What a detector concluded about one series; the engine turns it into a stored finding."""
+    """What a detector concluded about one device (or the campaign); the engine stores it as a finding.
 
+    (device, kind, subject) is the finding's identity: the same problem seen again updates the same finding.
+    """
+
+    device: str | None
     kind: str
+    subject: str
     severity: str
     onset_s: float
+    # When the detector's rule first held, judged only on data up to then: what an on-line run would have seen.
+    detected_s: float
     last_seen_s: float
     explanation: str
     evidence: dict[str, float | int | str]

@@ -24,6 +24,7 @@ class Finding(Base):
     subject: Mapped[str] = mapped_column(String(128))
     severity: Mapped[str] = mapped_column(String(16))
     onset_s: Mapped[float] = mapped_column(Float)
+    detected_s: Mapped[float] = mapped_column(Float)
     last_seen_s: Mapped[float] = mapped_column(Float)
     evidence: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     explanation: Mapped[str] = mapped_column(Text)

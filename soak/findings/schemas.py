@@ -17,6 +17,7 @@ class FindingOut(BaseModel):
     subject: str
     severity: str
     onset_s: float
+    detected_s: float
     last_seen_s: float
     explanation: str
     evidence: dict[str, Any]

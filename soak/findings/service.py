@@ -12,9 +12,7 @@ from soak.findings.schemas import FindingOut
 from soak.nodes.models import Device
 
 
-def upsert_finding(
-    *, session: Session, campaign_id: int, device_id: int | None, subject: str, detection: Detection
-) -> Finding:
+def upsert_finding(*, session: Session, campaign_id: int, device_id: int | None, detection: Detection) -> Finding:
     """Create the finding, or update the existing one with the newest evidence; never duplicate it."""
     device_clause = Finding.device_id.is_(None) if device_id is None else Finding.device_id == device_id
     finding = session.scalar(
@@ -22,14 +20,15 @@ def upsert_finding(
             Finding.campaign_id == campaign_id,
             device_clause,
             Finding.kind == detection.kind,
-            Finding.subject == subject,
+            Finding.subject == detection.subject,
         )
     )
     if finding is None:
-        finding = Finding(campaign_id=campaign_id, device_id=device_id, kind=detection.kind, subject=subject)
+        finding = Finding(campaign_id=campaign_id, device_id=device_id, kind=detection.kind, subject=detection.subject)
         session.add(finding)
     finding.severity = detection.severity
     finding.onset_s = detection.onset_s
+    finding.detected_s = detection.detected_s
     finding.last_seen_s = detection.last_seen_s
     finding.explanation = detection.explanation
     finding.evidence = dict(detection.evidence)
@@ -55,6 +54,7 @@ def list_findings(*, session: Session, campaign_id: int) -> list[FindingOut]:
             subject=finding.subject,
             severity=finding.severity,
             onset_s=finding.onset_s,
+            detected_s=finding.detected_s,
             last_seen_s=finding.last_seen_s,
             explanation=finding.explanation,
             evidence=finding.evidence,

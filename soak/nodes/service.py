@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
@@ -9,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from soak.db import utcnow
 from soak.nodes.models import Device, Node
-from soak.nodes.schemas import NodeIn
+from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.plan import DeviceSelector
+from soak.telemetry.models import Event
 
 
 class PlacementError(RuntimeError):
@@ -50,10 +53,36 @@ def register_node(*, session: Session, name: str, node_in: NodeIn) -> Node:
                 f"devices: {device_in.name!r} is registered by another node; give each device a fleet-unique name"
             )
         else:
+            _record_stack_changes(session, device, device_in)
             for key, value in device_in.model_dump().items():
                 setattr(device, key, value)
     session.commit()
     return node
+
+
+def _record_stack_changes(session: Session, device: Device, device_in: DeviceIn) -> None:
+    """A driver or firmware that changed under a running campaign is an event its detectors compare across."""
+    if device.campaign_id is None:
+        return
+    now_s = time.time()
+    for component, old, new in (
+        ("driver", device.driver_version, device_in.driver_version),
+        ("firmware", device.firmware_version, device_in.firmware_version),
+    ):
+        if old is None or new is None or old == new:
+            continue
+        session.add(
+            Event(
+                campaign_id=device.campaign_id,
+                node_id=device.node_id,
+                device_id=device.id,
+                time_s=now_s,
+                kind="stack_change",
+                severity="info",
+                message=f"{device.name}: {component} {old} → {new}",
+                raw=json.dumps({"component": component, "old": old, "new": new}),
+            )
+        )
 
 
 def touch_node(*, session: Session, node: Node) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -38,6 +40,7 @@ def analyze_campaign(*, session: Session, campaign: Campaign) -> list[FindingOut
         campaign_id=campaign.id,
         plan=parse_plan(campaign.plan),
         start_s=campaign.started_at.timestamp(),
+        end_s=campaign.ended_at.timestamp() if campaign.ended_at is not None else time.time(),
     )
     session.commit()
     return list_findings(session=session, campaign_id=campaign.id)

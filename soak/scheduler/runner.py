@@ -320,7 +320,9 @@ class CampaignRunner:
     def _detect(self, plan: Plan, start_s: float) -> None:
         try:
             with session_scope(self._sessions) as session:
-                run_detection(session=session, campaign_id=self.campaign_id, plan=plan, start_s=start_s)
+                run_detection(
+                    session=session, campaign_id=self.campaign_id, plan=plan, start_s=start_s, end_s=time.time()
+                )
         except Exception:
             log.exception("detection failed for campaign %s; will retry", self.campaign_id)
 

@@ -100,6 +100,11 @@ class DeviceWorker:
             sample("worker.busy_ratio", result.busy_s / max(result.end_s - result.start_s, 1e-9)),
             sample("worker.device_time_ratio", result.device_s / max(result.busy_s, 1e-9)),
         ]
+        if result.allocated_bytes is not None and result.reserved_bytes is not None:
+            samples += [
+                sample("worker.memory_allocated_bytes", result.allocated_bytes),
+                sample("worker.memory_reserved_bytes", result.reserved_bytes),
+            ]
         if workload.reports_throughput:
             samples.append(sample(f"throughput.{series}", result.units_per_s))
         if result.step_latencies_s:

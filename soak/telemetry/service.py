@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -156,31 +157,28 @@ def record_event(
     session.commit()
 
 
-def series(
-    *, session: Session, campaign_id: int, device_id: int | None, metric: str, start_s: float | None = None
-) -> Series:
-    """One metric of one device (or its node when device_id is None) over a campaign, ordered by time."""
-    statement = select(Sample.time_s, Sample.value).where(Sample.campaign_id == campaign_id, Sample.metric == metric)
-    statement = statement.where(Sample.device_id.is_(None) if device_id is None else Sample.device_id == device_id)
-    if start_s is not None:
-        statement = statement.where(Sample.time_s >= start_s)
-    rows = session.execute(statement.order_by(Sample.time_s)).all()
-    times = np.fromiter((row[0] for row in rows), dtype=np.float64, count=len(rows))
-    values = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
-    return Series(time_s=times, values=values)
-
-
-def device_metrics(*, session: Session, campaign_id: int, device_id: int, prefix: str) -> list[str]:
-    """Names of a device's metrics in a campaign that start with `prefix`."""
+def device_series(*, session: Session, campaign_id: int, device_id: int) -> dict[str, Series]:
+    """Every metric of one device over a campaign, each ordered by time, in one query."""
     statement = (
-        select(Sample.metric)
-        .where(Sample.campaign_id == campaign_id, Sample.device_id == device_id, Sample.metric.like(f"{prefix}%"))
-        .distinct()
+        select(Sample.metric, Sample.time_s, Sample.value)
+        .where(Sample.campaign_id == campaign_id, Sample.device_id == device_id)
+        .order_by(Sample.metric, Sample.time_s)
     )
-    return sorted(session.scalars(statement))
+    rows = session.execute(statement).all()
+    if not rows:
+        return {}
+    names = [row[0] for row in rows]
+    times = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    values = np.fromiter((row[2] for row in rows), dtype=np.float64, count=len(rows))
+    # Read-only arrays, so each metric's Series is a view into them rather than a copy.
+    times.setflags(write=False)
+    values.setflags(write=False)
+    # Rows arrive grouped by metric: cut where the name changes.
+    cuts = [0] + [i for i in range(1, len(names)) if names[i] != names[i - 1]] + [len(names)]
+    return {names[a]: Series(times[a:b], values[a:b]) for a, b in itertools.pairwise(cuts)}
 
 
-def list_events(*, session: Session, campaign_id: int, limit: int = 1000) -> list[Event]:
-    """A campaign's events, oldest first."""
+def list_events(*, session: Session, campaign_id: int, limit: int | None = 1000) -> list[Event]:
+    """A campaign's events, oldest first; all of them when limit is None."""
     statement = select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s).limit(limit)
     return list(session.scalars(statement))

@@ -75,11 +75,14 @@ class TorchDevice:
         workload.prepare(self._device)
 
     def run_interval(self, workload: Workload, *, end_s: float) -> IntervalResult:
-        return workload.run_interval(
+        result = workload.run_interval(
             end_s=end_s,
             synchronize=lambda: self._family.synchronize(self._index),
             timer=self._family.timer(self._index),
         )
+        memory = self._family.memory(self._index)
+        result.allocated_bytes, result.reserved_bytes = memory.allocated_bytes, memory.reserved_bytes
+        return result
 
     def teardown(self, workload: Workload) -> None:
         import torch

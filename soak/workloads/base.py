@@ -48,6 +48,9 @@ class IntervalResult:
     events: list[WorkloadEvent] = field(default_factory=list)
     # Further figures, "family.name_unit" → value, reported as family.<series>.name_unit (efficiency.n4_ratio).
     metrics: dict[str, float] = field(default_factory=dict)
+    # The worker's own device memory at the end of the interval, as torch's allocator sees it (None: unknown).
+    allocated_bytes: int | None = None
+    reserved_bytes: int | None = None
 
     @property
     def units_per_s(self) -> float:

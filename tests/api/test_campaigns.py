@@ -249,11 +249,14 @@ def test_running_campaigns_left_behind_by_a_restart_are_failed(session: Session,
     assert pending.state == "pending"
 
 
-def _leak(onset_s: float, rate: float, severity: str = "warning") -> Detection:
+def _leak(device: str | None, subject: str, onset_s: float, rate: float, severity: str = "warning") -> Detection:
     return Detection(
+        device=device,
         kind="memory_leak",
+        subject=subject,
         severity=severity,
         onset_s=onset_s,
+        detected_s=onset_s + 300.0,
         last_seen_s=onset_s + 600.0,
         explanation=f"device memory grows {rate:g} MiB/h",
         evidence={"rate_mib_per_hour": rate},
@@ -273,21 +276,16 @@ def test_a_finding_is_updated_as_evidence_grows_never_duplicated(
     campaign = service.create_campaign(session=session, plan=parse_plan(plan_data))
 
     first = upsert_finding(
-        session=session,
-        campaign_id=campaign.id,
-        device_id=device,
-        subject="device",
-        detection=_leak(100.0, 80),
+        session=session, campaign_id=campaign.id, device_id=device, detection=_leak(device_id, "device", 100.0, 80)
     )
     second = upsert_finding(
         session=session,
         campaign_id=campaign.id,
         device_id=device,
-        subject="device",
-        detection=_leak(90.0, 120, "critical"),
+        detection=_leak(device_id, "device", 90.0, 120, "critical"),
     )
     upsert_finding(
-        session=session, campaign_id=campaign.id, device_id=device, subject="host", detection=_leak(50.0, 10)
+        session=session, campaign_id=campaign.id, device_id=device, detection=_leak(device_id, "host", 50.0, 10)
     )
 
     assert second.id == first.id
@@ -296,6 +294,7 @@ def test_a_finding_is_updated_as_evidence_grows_never_duplicated(
     findings = {f.subject: f for f in list_findings(session=session, campaign_id=campaign.id)}
     assert findings["device"].severity == "critical"
     assert findings["device"].evidence == {"rate_mib_per_hour": 120}
+    assert (findings["device"].onset_s, findings["device"].detected_s) == (90.0, 390.0)
     assert findings["device"].device == ("sim0" if device_id else None)
     shown = client.get(f"{CAMPAIGNS}/{campaign.id}/findings").json()
     assert sorted(f["subject"] for f in shown) == ["device", "host"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -243,3 +244,32 @@ def test_reserved_devices_are_not_free_until_released(
 
     release(session=session, campaign_id=campaign_id)
     assert chosen(session, {"simulated": 2}) == ["sim0", "sim1"]
+
+
+def test_a_driver_changed_under_a_campaign_is_an_event_naming_both_versions(
+    client: TestClient,
+    auth: dict[str, str],
+    node_payload: Callable[..., dict[str, Any]],
+    session: Session,
+    plan_data: dict[str, Any],
+) -> None:
+    payload = node_payload("gpu-07", ["gpu-07/cuda0", "gpu-07/cuda1"])
+    payload["devices"][0]["driver_version"] = payload["devices"][1]["driver_version"] = "550.54.15"
+    assert client.put("/api/v1/nodes/gpu-07", json=payload, headers=auth).status_code == 200
+    campaign_id = client.post("/api/v1/campaigns", json=plan_data, headers=auth).json()["id"]
+    reserve(
+        session=session,
+        devices=select_devices(session=session, selectors=[DeviceSelector(vendor="nvidia", count=1)]),
+        campaign_id=campaign_id,
+    )
+
+    # Both devices get the new driver; only the one in the campaign has a campaign to tell.
+    payload["devices"][0]["driver_version"] = payload["devices"][1]["driver_version"] = "560.28.03"
+    assert client.put("/api/v1/nodes/gpu-07", json=payload, headers=auth).status_code == 200
+    assert client.put("/api/v1/nodes/gpu-07", json=payload, headers=auth).status_code == 200
+
+    events = client.get(f"/api/v1/campaigns/{campaign_id}/events").json()
+    in_campaign = devices_by_name(client)["gpu-07/cuda0"]["id"]
+    assert [(event["kind"], event["device_id"]) for event in events] == [("stack_change", in_campaign)]
+    assert json.loads(events[0]["raw"]) == {"component": "driver", "old": "550.54.15", "new": "560.28.03"}
+    assert "550.54.15 → 560.28.03" in events[0]["message"]

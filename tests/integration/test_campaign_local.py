@@ -1,4 +1,4 @@
-"""The same campaign without Ray: local worker processes, a hung worker replaced, a leak still found."""
+"""The same campaign without Ray: local worker processes; three injected faults, exactly three findings."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def _plan() -> dict[str, Any]:
         "workloads": [{"name": "gemm"}],
         "faults": [
             {"kind": "hang", "device": "sim0", "start": f"{HANG_AT_S:g}s"},
+            {"kind": "driver_errors", "device": "sim1", "start": "20s", "xid": 79, "rate_per_hour": 360},
             {
                 "kind": "memory_leak",
                 "device": "sim2",
@@ -41,7 +42,7 @@ def _plan() -> dict[str, Any]:
     }
 
 
-def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(local_stack: Callable[..., LocalStack]) -> None:
+def test_three_faults_yield_exactly_their_findings_and_a_hung_worker_is_replaced(local_stack: Callable[..., LocalStack]) -> None:
     stack = local_stack(node="box", simulated=3, hang_timeout_s=HANG_TIMEOUT_S)
     client = stack.client
     campaign_id = stack.submit(_plan())
@@ -52,8 +53,11 @@ def test_a_hung_worker_is_replaced_and_the_campaign_goes_on(local_stack: Callabl
     hangs = [event for event in events if event["kind"] == "worker_hang"]
     assert len(hangs) == 1, events
     findings = client.get(f"/api/v1/campaigns/{campaign_id}/findings").json()
-    flagged = {(finding["device"], finding["kind"]) for finding in findings}
-    assert flagged == {("sim0", "worker_instability"), ("sim2", "memory_leak")}, findings
+    alarms = [finding for finding in findings if finding["severity"] != "info"]
+    flagged = {(finding["device"], finding["kind"]) for finding in alarms}
+    assert flagged == {("sim0", "worker_hang"), ("sim1", "driver_error"), ("sim2", "memory_leak")}, findings
+    fell_off_the_bus = next(finding for finding in alarms if finding["kind"] == "driver_error")
+    assert fell_off_the_bus["severity"] == "critical" and "79" in fell_off_the_bus["explanation"]
 
     # The replacement worker carried on: sim0 reported throughput again after the hang was detected.
     with session_factory(make_engine(stack.database_url))() as session:

@@ -129,6 +129,8 @@ def _a_finished_campaign_with_a_leak(session: Session) -> int:
     batch = TelemetryBatch(batch_id="run-by-soak-1", node="node-a", campaign_id=campaign.id, samples=samples)
     ingest(session=session, batch=batch)
     set_state(session=session, campaign=campaign, state=CampaignState.COMPLETED)
+    campaign.ended_at = datetime.fromtimestamp(START_S + HOURS * 3600, UTC)
+    session.commit()
     return campaign.id
 
 
