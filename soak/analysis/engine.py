@@ -68,7 +68,7 @@ def load_fleet(
     """Every device that ran in the campaign, as the detectors read it."""
     device_ids = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign_id).distinct()
     statement = select(Device, Node).join(Node, Device.node_id == Node.id).where(Device.id.in_(device_ids))
-    devices = list(session.execute(statement.order_by(Device.name)))
+    devices = [(device, node) for device, node in session.execute(statement.order_by(Device.name))]
     events = _events_by_device(session, campaign_id, devices)
     return [
         DeviceTelemetry(

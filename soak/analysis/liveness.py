@@ -32,8 +32,10 @@ class LivenessLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Thirty intervals is the runner's own hang timeout at 1 Hz (SOAK_HANG_TIMEOUT_S = 30 s): a worker on a busy
+    # host may report a few seconds late without being hung.
     hang_intervals: int = Field(
-        default=5,
+        default=30,
         ge=2,
         le=100_000,
         description="heartbeat intervals without progress, while the device still reports, that make a hang",

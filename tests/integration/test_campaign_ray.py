@@ -95,9 +95,9 @@ def agents(controller: Controller, tmp_path: Path) -> Iterator[None]:
 def _plan() -> dict[str, Any]:
     return {
         "name": "integration",
-        "duration": "60s",
+        "duration": "90s",
         "warmup": "15s",
-        "rotation": "60s",
+        "rotation": "90s",
         "sample_interval": "1s",
         "devices": {"simulated": 4},
         "workloads": [
@@ -157,7 +157,8 @@ def test_a_campaign_runs_to_completion_and_finds_the_injected_leak(controller: C
         assert any(metric.startswith("throughput.") for metric in seen), seen
 
     findings = client.get(f"/api/v1/campaigns/{campaign_id}/findings").json()
-    flagged = {(finding["device"], finding["kind"]) for finding in findings}
+    # Info findings (what each device's power cap costs) are notes for the report, not alarms.
+    flagged = {(finding["device"], finding["kind"]) for finding in findings if finding["severity"] != "info"}
     assert (LEAKING_DEVICE, "memory_leak") in flagged, findings
     assert {device for device, _ in flagged} == {LEAKING_DEVICE}, findings
     leak = next(f for f in findings if f["device"] == LEAKING_DEVICE and f["kind"] == "memory_leak")
