@@ -353,6 +353,22 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="+", default=[], metavar="CLASS", help="inject only these fault classes, e.g. thermal_interface"
     )
+    parser.add_argument(
+        "--power-cap-dwell-s",
+        type=float,
+        nargs=2,
+        default=FleetSpec.power_cap_dwell_s,
+        metavar=("LOW", "HIGH"),
+        help="range of each device's mean stretch at its power cap; 300 1800 for slow swings (a harsher fleet)",
+    )
+    parser.add_argument(
+        "--noise-correlation-s",
+        type=float,
+        nargs=2,
+        default=FleetSpec.throughput_noise_correlation_s,
+        metavar=("LOW", "HIGH"),
+        help="range of the correlation time of the 1 %% throughput noise; 120 300 for a harsher fleet",
+    )
     args = parser.parse_args()
 
     tuning = [seed for seed in args.seeds if seed in TUNING_SEEDS]
@@ -368,7 +384,14 @@ def main() -> None:
     started = time.perf_counter()
     for seed in args.seeds:
         seed_started = time.perf_counter()
-        spec = FleetSpec(seed=seed, devices=args.devices, days=args.days, only_classes=tuple(args.only))
+        spec = FleetSpec(
+            seed=seed,
+            devices=args.devices,
+            days=args.days,
+            only_classes=tuple(args.only),
+            power_cap_dwell_s=tuple(args.power_cap_dwell_s),
+            throughput_noise_correlation_s=tuple(args.noise_correlation_s),
+        )
         run_seed(spec, acceptance, scores, truths)
         print(f"  seed {seed}: {time.perf_counter() - seed_started:.0f} s", flush=True)
     wall_s = time.perf_counter() - started
@@ -377,7 +400,10 @@ def main() -> None:
     print(f"\n## Detection quality — {datetime.now(UTC):%Y-%m-%d}\n")
     print(
         f"`python benchmarks/detection_quality.py --seeds {' '.join(map(str, args.seeds))} --devices {args.devices} "
-        f"--days {args.days:g}`: {len(scores.faults)} faults injected, {scores.healthy_device_weeks:.0f} healthy "
+        f"--days {args.days:g} --power-cap-dwell-s {' '.join(f'{v:g}' for v in args.power_cap_dwell_s)} "
+        f"--noise-correlation-s {' '.join(f'{v:g}' for v in args.noise_correlation_s)}"
+        f"{' --only ' + ' '.join(args.only) if args.only else ''}`: "
+        f"{len(scores.faults)} faults injected, {scores.healthy_device_weeks:.0f} healthy "
         f"device-weeks.\n"
     )
     print(

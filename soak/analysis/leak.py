@@ -44,6 +44,9 @@ WINDOW_BLOCKS = (12, 24, 96, 288)
 HIGH_WATER_BLOCKS = 288
 HIGH_WATER_MARGIN_SD = 2.0
 MIN_HISTORY_BLOCKS = 24
+# The floor of a sawtooth is the lowest sample of this many blocks (30 min at full scale): longer than the
+# period of the garbage collections it looks past.
+FLOOR_BLOCKS = 6
 # The level a window ends at is the median of its last blocks: a fitted line's end overshoots a tooth's top.
 RECENT_BLOCKS = 3
 # A leak grows bit by bit; a few steps (the caching allocator taking more segments and keeping them) do not. No
@@ -107,6 +110,8 @@ class _Rule:
     max_rate_per_hour: float
     min_growth: float
     capacity: float | None
+    # Judge the floor the series keeps returning to (after each garbage collection) rather than its mean.
+    floor: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,9 @@ def detect_leaks(telemetry: DeviceTelemetry, limits: LeakLimits) -> list[Detecti
         _Rule(DEVICE_USED, "device memory used", True, device_rate_bytes_per_hour, min_growth_bytes, capacity_bytes),
         _Rule(ALLOCATED, "device memory allocated", True, device_rate_bytes_per_hour, min_growth_bytes, capacity_bytes),
         _Rule(RESERVED, "device memory reserved", True, device_rate_bytes_per_hour, min_growth_bytes, capacity_bytes),
-        _Rule(RSS, "worker resident memory", True, host_rate_bytes_per_hour, min_growth_bytes, host_capacity_bytes),
+        _Rule(
+            RSS, "worker resident memory", True, host_rate_bytes_per_hour, min_growth_bytes, host_capacity_bytes, True
+        ),
         _Rule(OPEN_FILES, "worker open files", False, limits.max_open_files_per_hour, limits.min_growth_count, None),
         _Rule(THREADS, "worker threads", False, limits.max_threads_per_hour, limits.min_growth_count, None),
     ]
@@ -231,8 +238,27 @@ def _first_trend(
 ) -> _Trend | None:
     """The first trailing window, in time, whose growth is fast, large, new and significant; None when none is."""
     block_s = float(np.clip(telemetry.planned_span_s / BLOCKS_PER_SPAN, telemetry.sample_interval_s, BLOCK_S))
-    blocks = _block_means(series, origin_s=telemetry.warmup_end_s, end_s=telemetry.end_s, block_s=block_s)
-    for end, n in _candidate_windows(blocks, max_rate_per_hour=rule.max_rate_per_hour, min_growth=rule.min_growth):
+    means = _block_means(series, origin_s=telemetry.warmup_end_s, end_s=telemetry.end_s, block_s=block_s)
+    # A fast leak shows in the means within the hour; a slow one under a sawtooth shows first in its floor, which
+    # rises in steps (one per collection), so the floor is not held to the allocator-step rule.
+    views = [(means, MAX_STEP_SHARE)]
+    if rule.floor:
+        views.append((_trailing_floor(series, means, origin_s=telemetry.warmup_end_s), 1.0))
+    trends = [
+        trend
+        for blocks, max_step_share in views
+        if (trend := _first_in(blocks, series, workload, rule, significance, max_step_share)) is not None
+    ]
+    return min(trends, key=lambda trend: trend.detected_s) if trends else None
+
+
+def _first_in(
+    blocks: _Blocks, series: Series, workload: str | None, rule: _Rule, significance: float, max_step_share: float
+) -> _Trend | None:
+    """The first window of these blocks that meets the rule, measured since its onset; None when none does."""
+    for end, n in _candidate_windows(
+        blocks, max_rate_per_hour=rule.max_rate_per_hour, min_growth=rule.min_growth, max_step_share=max_step_share
+    ):
         first = end - n + 1
         window = blocks.span(first, end)
         fit = _fit(window, significance)
@@ -271,7 +297,29 @@ def _block_means(series: Series, *, origin_s: float, end_s: float, block_s: floa
     )
 
 
-def _candidate_windows(blocks: _Blocks, *, max_rate_per_hour: float, min_growth: float) -> list[tuple[int, int]]:
+def _trailing_floor(series: Series, blocks: _Blocks, *, origin_s: float) -> _Blocks:
+    """Each block's value replaced by the lowest sample of the FLOOR_BLOCKS blocks ending with it.
+
+    A garbage-collected sawtooth of host memory swings by hundreds of MiB within minutes, hiding a leak of tens
+    of MiB per hour in the block means; the level it falls back to after each collection is flat unless memory
+    leaks, and a leak lifts it at the leak's own rate. Trailing, so a block's value needs no later data.
+    """
+    if not len(blocks):
+        return blocks
+    # The same grouping as _block_means: one minimum per block it kept, in the same order.
+    block_index = np.floor((series.time_s - origin_s) / blocks.block_s).astype(np.int64)
+    complete = origin_s + (block_index + 1) * blocks.block_s <= blocks.complete_s[-1]
+    block_index, values = block_index[complete], series.values[complete]
+    starts = np.flatnonzero(np.diff(block_index, prepend=block_index[0] - 1))
+    lowest = np.minimum.reduceat(values, starts)
+    padded = np.concatenate([np.full(FLOOR_BLOCKS - 1, np.inf), lowest])
+    floor = np.min(sliding_window_view(padded, FLOOR_BLOCKS), axis=1)
+    return _Blocks(blocks.time_s, floor, blocks.complete_s, blocks.block_s)
+
+
+def _candidate_windows(
+    blocks: _Blocks, *, max_rate_per_hour: float, min_growth: float, max_step_share: float
+) -> list[tuple[int, int]]:
     """(last block, blocks) of the windows that could meet the rule, earliest end first; cheap, all at once."""
     if len(blocks) <= MIN_HISTORY_BLOCKS:
         return []
@@ -309,7 +357,7 @@ def _candidate_windows(blocks: _Blocks, *, max_rate_per_hour: float, min_growth:
             # t > PREFILTER_T_STATISTIC, squared so that a window without residual needs no division.
             & (slope_per_h * slope_per_h * spread_t * (n - 2) > PREFILTER_T_STATISTIC**2 * residual)
             & (recent_level[first + n - RECENT_BLOCKS] > high_water[np.maximum(first - 1, 0)])
-            & (largest_rise <= MAX_STEP_SHARE * all_rises)
+            & (largest_rise <= max_step_share * all_rises)
         )
         candidates.extend((int(start) + n - 1, n) for start in np.flatnonzero(passing))
     return sorted(candidates)

@@ -90,7 +90,7 @@ def simulate_device(plan: FleetPlan, device_index: int) -> SimulatedDevice:
     effects = [FaultEffect(fault, draft, rng) for fault in plan.faults_by_device.get(name, [])]
     for effect in effects:
         effect.shape()
-    fill_healthy(draft, rng, plan.climate)
+    fill_healthy(draft, rng, plan.climate, plan.spec)
     for effect in effects:
         effect.alter()
     finish_counters(draft)

@@ -24,6 +24,7 @@ from soak.analysis.sim.processes import (
     sawtooth,
     two_state_plateaus,
 )
+from soak.analysis.sim.spec import FleetSpec
 
 GIB = float(2**30)
 MB = 1e6
@@ -77,7 +78,7 @@ def draw_climate(rng: np.random.Generator, nodes: list[str]) -> FleetClimate:
     )
 
 
-def fill_healthy(draft: DeviceDraft, rng: np.random.Generator, climate: FleetClimate) -> None:
+def fill_healthy(draft: DeviceDraft, rng: np.random.Generator, climate: FleetClimate, spec: FleetSpec) -> None:
     """Give the draft a healthy device's values, given when its worker ran, hung or was absent."""
     n, dt, t = draft.n, draft.sample_interval_s, draft.time_s
     working, hung, dead = draft.progress, draft.alive & ~draft.progress, ~draft.alive
@@ -86,7 +87,7 @@ def fill_healthy(draft: DeviceDraft, rng: np.random.Generator, climate: FleetCli
 
     # Power-cap plateaus: this device's silicon and airflow decide how much of the time it sits at the cap.
     cap_share = rng.uniform(0.5, 0.85)
-    mean_at_cap_s = rng.uniform(5.0, 30.0) * 60.0
+    mean_at_cap_s = rng.uniform(*spec.power_cap_dwell_s)
     at_cap = working & two_state_plateaus(
         rng, n, mean_on_s=mean_at_cap_s, mean_off_s=mean_at_cap_s * (1 - cap_share) / cap_share, interval_s=dt
     )
@@ -120,7 +121,7 @@ def fill_healthy(draft: DeviceDraft, rng: np.random.Generator, climate: FleetCli
     throughput = (
         base
         * (1.0 - climate.throughput_diurnal * warmth)
-        * (1.0 + ar1(rng, n, sd=0.01, correlation_s=rng.uniform(120.0, 300.0), interval_s=dt))
+        * (1.0 + ar1(rng, n, sd=0.01, correlation_s=rng.uniform(*spec.throughput_noise_correlation_s), interval_s=dt))
         * (1.0 - THROUGHPUT_PER_CLOCK * (MAX_SM_CLOCK_MHZ - np.minimum(clock, MAX_SM_CLOCK_MHZ)) / MAX_SM_CLOCK_MHZ)
     )
     _settle_after_restarts(draft, throughput)

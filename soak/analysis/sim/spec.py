@@ -28,6 +28,13 @@ class FleetSpec:
     max_faulty_share: float = 0.35
     # Inject only these fault classes, equally often (to score one detector on many faults); empty: the taxonomy.
     only_classes: tuple[str, ...] = ()
+    # Range of each device's mean stretch at its power cap, seconds. The power controller acts within a second
+    # and a steady workload's step phases cross the cap many times a minute, so stretches last seconds to
+    # minutes; (300, 1800) makes them slow swings that 5-minute means cannot average out (a harsher fleet).
+    power_cap_dwell_s: tuple[float, float] = (20.0, 120.0)
+    # Range of the correlation time of each device's 1 % throughput noise, seconds (data-loader stalls,
+    # collective jitter, host interference).
+    throughput_noise_correlation_s: tuple[float, float] = (30.0, 120.0)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -45,6 +52,10 @@ class FleetSpec:
         unknown = sorted(set(self.only_classes) - FAULT_CLASSES)
         if unknown:
             raise ValueError(f"only_classes names unknown fault classes {unknown}; known: {sorted(FAULT_CLASSES)}")
+        for name in ("power_cap_dwell_s", "throughput_noise_correlation_s"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high:
+                raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}")
         if not 0.0 <= self.min_faulty_share <= self.max_faulty_share <= 1.0:
             raise ValueError(
                 "faulty shares must satisfy 0 <= min_faulty_share <= max_faulty_share <= 1, "
