@@ -8,6 +8,7 @@ import pytest
 from soak.analysis.liveness import LivenessLimits, detect_liveness
 from soak.analysis.series import Detection, Series
 from soak.analysis.telemetry import DeviceTelemetry, EventRecord
+from tests.analysis.builders import h200
 
 START_S = 1_764_000_000.0
 INTERVAL_S = 10.0
@@ -28,12 +29,7 @@ def telemetry(
     events: tuple[EventRecord, ...] = (),
     runs: tuple[tuple[float, float], ...] = (),
 ) -> DeviceTelemetry:
-    return DeviceTelemetry(
-        device="gpu-0",
-        node="node-a",
-        vendor="nvidia",
-        model="H200",
-        memory_total_bytes=141e9,
+    return h200(
         start_s=START_S,
         warmup_end_s=WARMUP_END_S,
         end_s=float(TIME_S[-1]),

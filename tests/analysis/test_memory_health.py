@@ -8,6 +8,7 @@ import pytest
 from soak.analysis.memory_health import MemoryHealthLimits, detect_memory_health
 from soak.analysis.series import Detection, Series
 from soak.analysis.telemetry import DeviceTelemetry, EventRecord
+from tests.analysis.builders import h200
 
 START_S = 1_764_000_000.0
 INTERVAL_S = 10.0
@@ -47,12 +48,7 @@ def healthy() -> dict[str, Values]:
 
 
 def telemetry(series: dict[str, Values], events: tuple[EventRecord, ...] = ()) -> DeviceTelemetry:
-    return DeviceTelemetry(
-        device="gpu-0",
-        node="node-a",
-        vendor="nvidia",
-        model="H200",
-        memory_total_bytes=141e9,
+    return h200(
         start_s=START_S,
         warmup_end_s=START_S + 1800.0,
         end_s=float(TIME_S[-1]),

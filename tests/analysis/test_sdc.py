@@ -5,6 +5,7 @@ import pytest
 
 from soak.analysis.sdc import SdcLimits, detect_sdc
 from soak.analysis.telemetry import DeviceTelemetry, EventRecord
+from tests.analysis.builders import h200
 
 START_S = 1_764_000_000.0
 DAY_S = 86400.0
@@ -15,17 +16,11 @@ def telemetry(*event_times_s: float) -> DeviceTelemetry:
         EventRecord("gpu-0", time_s, "sdc", "critical", message=f"gemm produced 1 wrong result at {time_s:.0f}")
         for time_s in event_times_s
     ]
-    return DeviceTelemetry(
-        device="gpu-0",
-        node="node-a",
-        vendor="nvidia",
-        model="H200",
-        memory_total_bytes=141e9,
+    return h200(
         start_s=START_S,
         warmup_end_s=START_S + 1800.0,
         end_s=START_S + 7 * DAY_S,
         sample_interval_s=10.0,
-        series={},
         events=events,
     )
 

@@ -11,6 +11,7 @@ from scipy import signal
 from soak.analysis.series import Detection, Series
 from soak.analysis.stack_change import StackChangeLimits, detect_stack_changes
 from soak.analysis.telemetry import DeviceTelemetry, EventRecord
+from tests.analysis.builders import h200
 
 START_S = 1_764_000_000.0
 INTERVAL_S = 10.0
@@ -39,12 +40,7 @@ def throughput(seed: int, *, drop_fraction: float = 0.0) -> npt.NDArray[np.float
 def detect(
     events: list[EventRecord], series: dict[str, npt.NDArray[np.float64]] | None = None
 ) -> dict[str, list[Detection]]:
-    telemetry = DeviceTelemetry(
-        device="gpu-0",
-        node="node-a",
-        vendor="nvidia",
-        model="H200",
-        memory_total_bytes=141e9,
+    telemetry = h200(
         start_s=START_S,
         warmup_end_s=START_S + 1800.0,
         end_s=float(TIME_S[-1]),

@@ -12,6 +12,7 @@ from agents.nvml.clock_events import CLOCK_EVENT_FLAGS
 from soak.analysis.series import Detection, Series
 from soak.analysis.telemetry import DeviceTelemetry
 from soak.analysis.thermal import ThermalLimits, detect_thermal
+from tests.analysis.builders import h200
 
 START_S = 1_790_000_000.0
 SAMPLE_S = 10.0
@@ -61,12 +62,7 @@ def device(
     end_s: float,
     steady_windows: Mapping[str, Sequence[tuple[float, float]]] | None = None,
 ) -> DeviceTelemetry:
-    return DeviceTelemetry(
-        device="GPU-0",
-        node="node-a",
-        vendor="nvidia",
-        model="H200",
-        memory_total_bytes=141e9,
+    return h200(
         start_s=START_S,
         warmup_end_s=WARMUP_END_S,
         end_s=end_s,
