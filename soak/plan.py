@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from soak.analysis.driver_errors import DriverErrorLimits
 from soak.analysis.drift import DriftLimits
+from soak.analysis.driver_errors import DriverErrorLimits
 from soak.analysis.leak import LeakLimits
 from soak.analysis.liveness import LivenessLimits
 from soak.analysis.memory_health import MemoryHealthLimits

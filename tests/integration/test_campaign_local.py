@@ -42,7 +42,9 @@ def _plan() -> dict[str, Any]:
     }
 
 
-def test_three_faults_yield_exactly_their_findings_and_a_hung_worker_is_replaced(local_stack: Callable[..., LocalStack]) -> None:
+def test_three_faults_yield_exactly_their_findings_and_a_hung_worker_is_replaced(
+    local_stack: Callable[..., LocalStack],
+) -> None:
     stack = local_stack(node="box", simulated=3, hang_timeout_s=HANG_TIMEOUT_S)
     client = stack.client
     campaign_id = stack.submit(_plan())
