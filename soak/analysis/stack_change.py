@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 
 THROUGHPUT_PREFIX = "throughput."
+# What each worker reports when it starts: the versions of the software it runs the device with, as JSON.
+SOFTWARE_STACK = "software_stack"
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86400.0
 # A block holding less than this share of the samples it could hold (cut by a steady window's edge) is noise.
@@ -117,7 +119,7 @@ def detect_stack_changes(telemetry: DeviceTelemetry, limits: StackChangeLimits) 
 
 
 def _changes(telemetry: DeviceTelemetry) -> list[_Change]:
-    changes = []
+    changes = _software_changes(telemetry)
     for event in telemetry.events:
         if event.kind != "stack_change" or event.time_s > telemetry.end_s:
             continue
@@ -135,6 +137,27 @@ def _changes(telemetry: DeviceTelemetry) -> list[_Change]:
         if change.old != change.new:
             changes.append(change)
     return sorted(changes, key=lambda change: change.time_s)
+
+
+def _software_changes(telemetry: DeviceTelemetry) -> list[_Change]:
+    """Changes between the software stacks (torch, its device extension) successive workers reported."""
+    changes: list[_Change] = []
+    previous: dict[str, str] = {}
+    for event in telemetry.events:
+        if event.kind != SOFTWARE_STACK or event.time_s > telemetry.end_s:
+            continue
+        try:
+            stack = {str(component): str(version) for component, version in json.loads(event.raw).items()}
+        except (ValueError, AttributeError):
+            logger.warning("%s: software_stack event without a JSON object: %r", telemetry.device, event.raw[:200])
+            continue
+        changes += [
+            _Change(event.time_s, component, previous[component], version)
+            for component, version in stack.items()
+            if component in previous and previous[component] != version
+        ]
+        previous.update(stack)
+    return changes
 
 
 def _upgrades(changes: Sequence[_Change], within_s: float) -> list[list[_Change]]:

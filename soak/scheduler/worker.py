@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -31,6 +32,9 @@ class DeviceWorker:
         self._inbox_dir = Path(spec.inbox_dir)
         self._progress_s = time.time()
         self._interrupt = threading.Event()
+        software = self._device.software()
+        versions = ", ".join(f"{component} {version}" for component, version in software.items())
+        self._report_events([{**self._event("software_stack", "info", versions), "raw": json.dumps(software)}])
 
     def heartbeat(self) -> float:
         """Epoch seconds of the last completed interval (or of start-up)."""

@@ -37,6 +37,9 @@ class OpenDevice(Protocol):
     def teardown(self, workload: Workload) -> None:
         """Free what the workload held."""
 
+    def software(self) -> dict[str, str]:
+        """The versions of the software this device is driven with (torch, the vendor's extension, the stack)."""
+
 
 class Backend(Protocol):
     """One device family: its Ray resource and how to open one of its devices."""
@@ -83,6 +86,10 @@ class TorchDevice:
         memory = self._family.memory(self._index)
         result.allocated_bytes, result.reserved_bytes = memory.allocated_bytes, memory.reserved_bytes
         return result
+
+    def software(self) -> dict[str, str]:
+        description = self._family.describe(self._index)
+        return {key: value for key, value in description.items() if key not in {"vendor", "model"}}
 
     def teardown(self, workload: Workload) -> None:
         import torch
@@ -236,6 +243,11 @@ class SimDevice:
 
     def teardown(self, workload: Workload) -> None:
         self._advance(workload=None, duty_cycle=0.0)
+
+    def software(self) -> dict[str, str]:
+        import torch
+
+        return {"stack": "simulated", "torch": str(torch.__version__)}
 
     def _advance(self, *, workload: Workload | None, duty_cycle: float) -> SimReading:
         profile = workload.sim_profile if workload is not None else None

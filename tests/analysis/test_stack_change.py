@@ -82,6 +82,24 @@ def test_a_throughput_regression_names_both_versions_and_is_caught_within_the_ho
     assert "after driver 550.54.15 → 560.28.03 on" in regression.explanation
 
 
+def worker_started(time_s: float, torch: str) -> EventRecord:
+    raw = json.dumps({"stack": "CUDA 12.8", "torch": torch})
+    return EventRecord("gpu-0", time_s, "software_stack", "info", raw=raw)
+
+
+def test_a_framework_that_changed_between_two_workers_is_a_change_like_a_driver() -> None:
+    events = [worker_started(START_S, "2.13.0"), worker_started(START_S + DAY_S, "2.13.0")]
+    events.append(worker_started(CHANGE_S, "2.14.1"))
+
+    found = detect(events, {"throughput.train": throughput(7, drop_fraction=0.06)})
+
+    (note,) = found["stack_change"]
+    assert (note.subject, note.detected_s) == ("torch", CHANGE_S)
+    (regression,) = found["stack_regression"]
+    assert regression.subject == "torch 2.13.0->2.14.1"
+    assert "after torch 2.13.0 → 2.14.1 on" in regression.explanation
+
+
 def test_a_regression_is_judged_on_steady_windows_only() -> None:
     # Outside its steady windows the workload warms up at half speed; that must not read as a regression.
     values = throughput(3)

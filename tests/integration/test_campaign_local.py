@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -54,6 +55,10 @@ def test_three_faults_yield_exactly_their_findings_and_a_hung_worker_is_replaced
     events = client.get(f"/api/v1/campaigns/{campaign_id}/events").json()
     hangs = [event for event in events if event["kind"] == "worker_hang"]
     assert len(hangs) == 1, events
+    # Every worker told what software it drives its device with (the hung device's replacement too).
+    stacks = [event for event in events if event["kind"] == "software_stack"]
+    assert len({event["device_id"] for event in stacks}) == 3 and len(stacks) >= 4, stacks
+    assert all(json.loads(event["raw"])["torch"] in event["message"] for event in stacks), stacks
     findings = client.get(f"/api/v1/campaigns/{campaign_id}/findings").json()
     alarms = [finding for finding in findings if finding["severity"] != "info"]
     flagged = {(finding["device"], finding["kind"]) for finding in alarms}
