@@ -1,10 +1,11 @@
-"""Campaign routes: create, list, show, stop/pause/resume, findings, events."""
+"""Campaign routes: create, list, show, stop/pause/resume, findings, events, series."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, status
+from fastapi import APIRouter, Body, HTTPException, Query, status
 
 from soak.campaigns import service
 from soak.campaigns.models import CampaignCommand, CampaignState
@@ -13,6 +14,7 @@ from soak.deps import Reader, SessionDep, Writer
 from soak.findings.schemas import FindingOut
 from soak.findings.service import list_findings
 from soak.plan import parse_plan
+from soak.telemetry.series import BadRange, SeriesOut, UnknownDevice, read_series
 from soak.telemetry.service import list_events
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
@@ -89,3 +91,35 @@ def campaign_events(session: SessionDep, campaign_id: int, limit: int = 1000) ->
         }
         for e in list_events(session=session, campaign_id=campaign_id, limit=min(limit, 100_000))
     ]
+
+
+@router.get("/{campaign_id}/series", dependencies=[Reader])
+def campaign_series(
+    session: SessionDep,
+    campaign_id: int,
+    metric: Annotated[str, Query(max_length=96, description="e.g. throughput.gemm or device.temperature_c")],
+    device: Annotated[str, Query(max_length=128, description="soak's device name, e.g. gpu-07/cuda3")],
+    from_s: Annotated[float | None, Query(alias="from", description="epoch seconds; default: campaign start")] = None,
+    to_s: Annotated[float | None, Query(alias="to", description="epoch seconds; default: campaign end or now")] = None,
+    step_s: Annotated[float | None, Query(alias="step", description="seconds per point; default: about 1000")] = None,
+) -> SeriesOut:
+    """One metric of one device: raw samples, or per step their mean, min, max and count."""
+    campaign = _campaign_or_404(session, campaign_id)
+    plan = parse_plan(campaign.plan)
+    start_s = campaign.started_at.timestamp() if campaign.started_at is not None else time.time()
+    end_s = campaign.ended_at.timestamp() if campaign.ended_at is not None else time.time()
+    try:
+        return read_series(
+            session=session,
+            campaign_id=campaign_id,
+            device=device,
+            metric=metric,
+            from_s=start_s if from_s is None else from_s,
+            to_s=end_s if to_s is None else to_s,
+            step_s=step_s,
+            sample_interval_s=plan.sample_interval.total_seconds(),
+        )
+    except UnknownDevice as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    except BadRange as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
