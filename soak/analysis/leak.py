@@ -479,7 +479,8 @@ def _leak(device: str, rule: _Rule, trend: _Trend, follows: list[str]) -> Detect
             "percent_of_capacity_per_day": percent_per_day,
             "days_to_exhaust": days_to_exhaust,
         }
-        growth += f", {percent_per_day:.2g} % of capacity per day, full in about {days_to_exhaust:.1f} days"
+        percent = f"{percent_per_day:.0f}" if percent_per_day >= 10.0 else f"{percent_per_day:.2g}"
+        growth += f", {percent} % of capacity per day, full in about {days_to_exhaust:.1f} days"
     clauses = [growth]
     if follows:
         clauses.append(f"{' and '.join(follows)} {'follows' if len(follows) == 1 else 'follow'}")

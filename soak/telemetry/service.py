@@ -18,6 +18,7 @@ from soak.nodes.models import Device, Node
 from soak.plan import field_path
 from soak.telemetry.models import Event, IngestedBatch, Sample
 from soak.telemetry.schemas import EventIn, IngestResult, Rejected, SampleIn, TelemetryBatch
+from soak.telemetry.writer import SampleRow, write_samples
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
 
@@ -75,20 +76,11 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
             return False, None, None
         return True, device.id, batch.campaign_id or device.campaign_id
 
-    sample_rows = []
+    sample_rows: list[SampleRow] = []
     for position, sample in samples:
         ok, device_id, campaign_id = resolve(sample.device, f"samples[{position}]")
         if ok:
-            sample_rows.append(
-                {
-                    "campaign_id": campaign_id,
-                    "node_id": node.id,
-                    "device_id": device_id,
-                    "metric": sample.metric,
-                    "time_s": sample.time_s,
-                    "value": sample.value,
-                }
-            )
+            sample_rows.append((campaign_id, node.id, device_id, sample.metric, sample.time_s, sample.value))
     event_rows = []
     for position, event in events:
         ok, device_id, campaign_id = resolve(event.device, f"events[{position}]")
@@ -111,15 +103,19 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
             IngestedBatch(batch_id=batch.batch_id, node_id=node.id, samples=len(sample_rows), events=len(event_rows))
         )
         session.flush()
-        if sample_rows:
-            session.execute(insert(Sample), sample_rows)
-        if event_rows:
-            session.execute(insert(Event), event_rows)
-        session.commit()
     except IntegrityError:
         # The same batch id arrived twice at once; the other request stored it.
         session.rollback()
         return IngestResult(batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[])
+    try:
+        # In the batch id's transaction: a batch that fails here leaves nothing, and its retry is stored once.
+        write_samples(session=session, rows=sample_rows)
+        if event_rows:
+            session.execute(insert(Event), event_rows)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
     return IngestResult(
         batch_id=batch.batch_id,
         duplicate=False,
