@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from soak.analysis.series import Detection
@@ -10,6 +10,9 @@ from soak.db import utcnow
 from soak.findings.models import Finding
 from soak.findings.schemas import FindingOut
 from soak.nodes.models import Device
+
+# Most severe first: on-call reads from the top.
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 def upsert_finding(*, session: Session, campaign_id: int, device_id: int | None, detection: Detection) -> Finding:
@@ -43,7 +46,7 @@ def list_findings(*, session: Session, campaign_id: int) -> list[FindingOut]:
         select(Finding, Device.name)
         .outerjoin(Device, Finding.device_id == Device.id)
         .where(Finding.campaign_id == campaign_id)
-        .order_by(Finding.severity, Finding.onset_s)
+        .order_by(case(SEVERITY_RANK, value=Finding.severity, else_=len(SEVERITY_RANK)), Finding.onset_s)
     ).all()
     return [
         FindingOut(

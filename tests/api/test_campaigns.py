@@ -299,3 +299,27 @@ def test_a_finding_is_updated_as_evidence_grows_never_duplicated(
     shown = client.get(f"{CAMPAIGNS}/{campaign.id}/findings").json()
     assert sorted(f["subject"] for f in shown) == ["device", "host"]
     assert client.get(f"{CAMPAIGNS}/{campaign.id}").json()["findings"] == 2
+
+
+def test_findings_are_listed_most_severe_first_then_by_onset(
+    session: Session, client: TestClient, register: Callable[..., Any], plan_data: dict[str, Any]
+) -> None:
+    register("n1", ["sim0"])
+    campaign = service.create_campaign(session=session, plan=parse_plan(plan_data))
+    for subject, onset_s, severity in [("a", 30.0, "info"), ("b", 20.0, "warning"), ("c", 40.0, "critical")]:
+        upsert_finding(
+            session=session,
+            campaign_id=campaign.id,
+            device_id=None,
+            detection=_leak(None, subject, onset_s, 10, severity),
+        )
+    upsert_finding(session=session, campaign_id=campaign.id, device_id=None, detection=_leak(None, "d", 10.0, 10))
+
+    shown = client.get(f"{CAMPAIGNS}/{campaign.id}/findings").json()
+
+    assert [(f["severity"], f["subject"]) for f in shown] == [
+        ("critical", "c"),
+        ("warning", "d"),
+        ("warning", "b"),
+        ("info", "a"),
+    ]
