@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     placement_wait_s: float = Field(default=30.0, ge=0, description="how long to wait for agents to register")
     hang_timeout_s: float = Field(default=30.0, gt=0)
     supervisor_tick_s: float = Field(default=0.5, gt=0)
+    rollup_interval_s: float = Field(
+        default=10.0, gt=0, description="how often new samples are merged into the minute and hour rollups"
+    )
     rendezvous_host: str = Field(
         default="127.0.0.1",
         description="address of this host that workers reach for collective workloads' rendezvous (multi-node: "

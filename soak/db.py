@@ -8,7 +8,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Engine, Integer, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    cast,
+    create_engine,
+    event,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -42,6 +54,14 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """Now, timezone-aware."""
     return datetime.now(UTC)
+
+
+def floor_integer(expression: ColumnElement[Any], *, dialect_name: str) -> ColumnElement[int]:
+    """The largest integer not above a non-negative expression, as a 64-bit integer on every backend."""
+    # Postgres casts to integer by rounding, SQLite by truncating (which is floor for the non-negative values
+    # soak floors: epoch seconds and offsets from a range's start).
+    floored = func.floor(expression) if dialect_name == "postgresql" else expression
+    return cast(floored, BigInteger)
 
 
 def make_engine(url: str) -> Engine:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from soak.campaigns.models import Campaign, CampaignState
 from soak.findings.models import Finding
-from soak.nodes.models import Device
+from soak.nodes.models import Device, Node
 from soak.telemetry.schemas import IngestResult
 
 
@@ -27,6 +27,11 @@ class _StoreCollector(Collector):
         findings = GaugeMetricFamily(
             "soak_findings", "Findings of running campaigns by kind and severity", labels=["kind", "severity"]
         )
+        onsets = GaugeMetricFamily(
+            "soak_finding_onset_timestamp_seconds",
+            "Each finding of a running campaign, by device, with its onset time; alert rules select on its labels",
+            labels=["campaign", "node", "device", "kind", "subject", "severity"],
+        )
         devices = GaugeMetricFamily("soak_devices_reserved", "Devices held by a campaign")
         with self._sessions() as session:
             counts = dict(session.execute(select(Campaign.state, func.count()).group_by(Campaign.state)).all())
@@ -40,10 +45,21 @@ class _StoreCollector(Collector):
             ).all()
             for kind, severity, count in rows:
                 findings.add_metric([kind, severity], float(count))
+            located = session.execute(
+                select(Finding, Campaign.name, Device.name, Node.name)
+                .join(Campaign, Finding.campaign_id == Campaign.id)
+                .outerjoin(Device, Finding.device_id == Device.id)
+                .outerjoin(Node, Device.node_id == Node.id)
+                .where(Finding.campaign_id.in_(active))
+            ).all()
+            for finding, campaign, device, node in located:
+                labels = [campaign, node or "", device or "", finding.kind, finding.subject, finding.severity]
+                onsets.add_metric(labels, finding.onset_s)
             reserved = session.scalar(select(func.count()).select_from(Device).where(Device.campaign_id.is_not(None)))
             devices.add_metric([], float(reserved or 0))
         yield campaigns
         yield findings
+        yield onsets
         yield devices
 
 

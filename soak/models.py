@@ -5,5 +5,19 @@ from soak.db import Base
 from soak.findings.models import Finding
 from soak.nodes.models import Device, Node
 from soak.telemetry.models import Event, IngestedBatch, Sample
+from soak.telemetry.rollup_models import HourRollup, MinuteRollup, RollupState
 
-__all__ = ["Base", "Campaign", "Device", "Event", "Finding", "IngestedBatch", "Node", "Sample", "WorkloadRun"]
+__all__ = [
+    "Base",
+    "Campaign",
+    "Device",
+    "Event",
+    "Finding",
+    "HourRollup",
+    "IngestedBatch",
+    "MinuteRollup",
+    "Node",
+    "RollupState",
+    "Sample",
+    "WorkloadRun",
+]

@@ -10,7 +10,19 @@ from soak.db import make_engine
 from soak.migrations import downgrade, upgrade
 from soak.models import Base
 
-SOAK_TABLES = {"campaign", "workload_run", "node", "device", "sample", "event", "ingested_batch", "finding"}
+SOAK_TABLES = {
+    "campaign",
+    "workload_run",
+    "node",
+    "device",
+    "sample",
+    "event",
+    "ingested_batch",
+    "finding",
+    "rollup_1m",
+    "rollup_1h",
+    "rollup_state",
+}
 
 
 def table_names(database_url: str) -> set[str]:

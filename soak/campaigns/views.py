@@ -18,6 +18,7 @@ from soak.telemetry.series import BadRange, SeriesOut, UnknownDevice, read_serie
 from soak.telemetry.service import list_events
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
+HOUR_S = 3600
 
 
 def _campaign_or_404(session: SessionDep, campaign_id: int) -> Any:
@@ -99,7 +100,9 @@ def campaign_series(
     campaign_id: int,
     metric: Annotated[str, Query(max_length=96, description="e.g. throughput.gemm or device.temperature_c")],
     device: Annotated[str, Query(max_length=128, description="soak's device name, e.g. gpu-07/cuda3")],
-    from_s: Annotated[float | None, Query(alias="from", description="epoch seconds; default: campaign start")] = None,
+    from_s: Annotated[
+        float | None, Query(alias="from", description="epoch seconds; default: the hour the campaign started in")
+    ] = None,
     to_s: Annotated[float | None, Query(alias="to", description="epoch seconds; default: campaign end or now")] = None,
     step_s: Annotated[float | None, Query(alias="step", description="seconds per point; default: about 1000")] = None,
 ) -> SeriesOut:
@@ -107,6 +110,9 @@ def campaign_series(
     campaign = _campaign_or_404(session, campaign_id)
     plan = parse_plan(campaign.plan)
     start_s = campaign.started_at.timestamp() if campaign.started_at is not None else time.time()
+    # From the hour the campaign started in, so that hourly and minute rollups can answer the default range;
+    # there are no samples of the campaign before its start, so the earlier part adds no points.
+    start_s -= start_s % HOUR_S
     end_s = campaign.ended_at.timestamp() if campaign.ended_at is not None else time.time()
     try:
         return read_series(

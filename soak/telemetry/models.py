@@ -14,7 +14,11 @@ class Sample(Base):
     """One value of one metric at one time, for a device or (device_id NULL) for its node."""
 
     __tablename__ = "sample"
-    __table_args__ = (Index("ix_sample_campaign_device_metric_time", "campaign_id", "device_id", "metric", "time_s"),)
+    __table_args__ = (
+        Index("ix_sample_campaign_device_metric_time", "campaign_id", "device_id", "metric", "time_s"),
+        # SQLite would otherwise give the ids of deleted newest samples again, below the rollups' watermark.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))

@@ -6,17 +6,22 @@ import math
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import Float, Integer, cast, func, select
+from sqlalchemy import CompoundSelect, Float, Select, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from soak.db import floor_integer
 from soak.nodes.models import Device
 from soak.telemetry.models import Sample
+from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
+from soak.telemetry.rollups import ROLLED_UP_TABLE
 
 # A plot is a few thousand pixels wide: more points than this are asked for with a larger step.
 MAX_POINTS = 10_000
 # Without a step, a range is cut into about this many steps of a round length.
 DEFAULT_POINTS = 1_000
 ROUND_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# Coarsest first: the first whose buckets tile the steps answers.
+ROLLUPS_BY_SOURCE: dict[Literal["1m", "1h"], type[Rollup]] = {"1h": HourRollup, "1m": MinuteRollup}
 
 
 class SeriesPoint(BaseModel):
@@ -39,6 +44,8 @@ class SeriesOut(BaseModel):
     to_s: float
     resolution: Literal["raw", "step"]
     step_s: float | None
+    # What answered: raw samples, or minute or hour rollups (with the samples not yet rolled up).
+    source: Literal["raw", "1m", "1h"]
     points: list[SeriesPoint]
 
 
@@ -100,28 +107,38 @@ def read_series(
             to_s=to_s,
             resolution="raw",
             step_s=None,
+            source="raw",
             points=raw,
         )
-    offset = (Sample.time_s - from_s) / step_s
-    # Postgres casts to integer by rounding, SQLite by truncating; floor() is what both must mean here.
-    step_index = func.floor(offset) if session.get_bind().dialect.name == "postgresql" else cast(offset, Integer)
-    bucket = cast(step_index, Integer).label("bucket")
-    statement = (
-        select(
-            bucket,
-            cast(func.avg(Sample.value), Float),
-            func.min(Sample.value),
-            func.max(Sample.value),
-            func.count(),
+    source = rollup_source(from_s=from_s, step_s=step_s)
+    if source == "raw":
+        stepped = _stepped_points(session=session, parts=_sample_parts().where(*where), from_s=from_s, step_s=step_s)
+    else:
+        rollup = ROLLUPS_BY_SOURCE[source]
+        # Whole buckets up to the last one that ends by to_s; samples after it are read raw.
+        whole_end_s = from_s + (to_s - from_s) // rollup.bucket_length_s * rollup.bucket_length_s
+        rolled_up = select(
+            cast(rollup.bucket_s, Float), rollup.count, rollup.min_value, rollup.max_value, rollup.sum_value
+        ).where(
+            rollup.campaign_id == campaign_id,
+            rollup.device_id == device_id,
+            rollup.metric == metric,
+            rollup.bucket_s >= from_s,
+            rollup.bucket_s < whole_end_s,
         )
-        .where(*where)
-        .group_by(bucket)
-        .order_by(bucket)
-    )
-    stepped = [
-        SeriesPoint(time_s=from_s + index * step_s, mean=mean, min=low, max=high, count=count)
-        for index, mean, low, high, count in session.execute(statement).all()
-    ]
+        watermark = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
+        while True:
+            watermark_id = session.scalar(watermark) or 0
+            # A value, not a subquery, so that the planner reads the few samples past it by id.
+            parts = union_all(
+                rolled_up,
+                _sample_parts().where(*where, Sample.id > watermark_id),
+                _sample_parts().where(*where, Sample.id <= watermark_id, Sample.time_s >= whole_end_s),
+            )
+            stepped = _stepped_points(session=session, parts=parts, from_s=from_s, step_s=step_s)
+            # The watermark only grows: unchanged after the read, no roll-up committed during it to count twice.
+            if (session.scalar(watermark) or 0) == watermark_id:
+                break
     return SeriesOut(
         campaign_id=campaign_id,
         device=device,
@@ -130,5 +147,42 @@ def read_series(
         to_s=to_s,
         resolution="step",
         step_s=step_s,
+        source=source,
         points=stepped,
     )
+
+
+def _sample_parts() -> Select[float, int, float, float, float]:
+    """Samples as one-sample buckets: time, count, min, max, sum."""
+    return select(
+        Sample.time_s, literal(1).label("count"), Sample.value.label("low"), Sample.value.label("high"), Sample.value
+    )
+
+
+def _stepped_points(
+    *,
+    session: Session,
+    parts: Select[float, int, float, float, float] | CompoundSelect[float, int, float, float, float],
+    from_s: float,
+    step_s: float,
+) -> list[SeriesPoint]:
+    """Buckets (time, count, min, max, sum) combined per step; a bucket lies wholly in the step of its start."""
+    time_s, count, low, high, total = parts.subquery().c
+    step_index = floor_integer((time_s - from_s) / step_s, dialect_name=session.get_bind().dialect.name)
+    statement = (
+        select(step_index.label("step"), func.sum(total), func.min(low), func.max(high), func.sum(count))
+        .group_by("step")
+        .order_by("step")
+    )
+    return [
+        SeriesPoint(time_s=from_s + index * step_s, mean=summed / counted, min=lowest, max=highest, count=counted)
+        for index, summed, lowest, highest, counted in session.execute(statement).all()
+    ]
+
+
+def rollup_source(*, from_s: float, step_s: float) -> Literal["raw", "1m", "1h"]:
+    """The coarsest rollup whose buckets tile every step of the range exactly, or raw when none does."""
+    for source, rollup in ROLLUPS_BY_SOURCE.items():
+        if step_s % rollup.bucket_length_s == 0 and from_s % rollup.bucket_length_s == 0:
+            return source
+    return "raw"

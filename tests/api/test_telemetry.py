@@ -13,6 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from soak.analysis.series import Detection
+from soak.campaigns.models import CampaignState
+from soak.campaigns.service import get_campaign, set_state
+from soak.findings.service import upsert_finding
 from soak.nodes.models import Device
 from soak.nodes.service import reserve
 from soak.telemetry.models import Event, Sample
@@ -250,3 +254,37 @@ def test_metrics_count_campaigns_by_state_and_ingested_samples(
     assert values[("soak_batches_ingested_total", (("outcome", "stored"),))] == 1.0
     assert values[("soak_batches_ingested_total", (("outcome", "duplicate"),))] == 1.0
     assert values[("soak_devices_reserved", ())] == 0.0
+
+
+def test_metrics_show_each_finding_of_a_running_campaign_with_its_device_and_onset(
+    client: TestClient, auth: dict[str, str], node: str, plan_data: dict[str, Any], engine: Engine
+) -> None:
+    campaign_id = client.post("/api/v1/campaigns", json=plan_data, headers=auth).json()["id"]
+    with Session(engine) as session:
+        campaign = get_campaign(session=session, campaign_id=campaign_id)
+        set_state(session=session, campaign=campaign, state=CampaignState.RUNNING)
+        sim0 = session.scalars(select(Device.id).where(Device.name == "sim0")).one()
+        leak = Detection(
+            device="sim0",
+            kind="memory_leak",
+            subject="process.rss_bytes",
+            severity="warning",
+            onset_s=NOW_S - 600,
+            detected_s=NOW_S - 300,
+            last_seen_s=NOW_S,
+            explanation="Worker resident memory grows 80 MiB/h.",
+            evidence={},
+        )
+        upsert_finding(session=session, campaign_id=campaign_id, device_id=sim0, detection=leak)
+
+    values = metric_values(client)
+
+    labels = {
+        "campaign": plan_data["name"],
+        "node": "n1",
+        "device": "sim0",
+        "kind": "memory_leak",
+        "subject": "process.rss_bytes",
+        "severity": "warning",
+    }
+    assert values[("soak_finding_onset_timestamp_seconds", tuple(sorted(labels.items())))] == NOW_S - 600
