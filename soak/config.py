@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     rollup_interval_s: float = Field(
         default=10.0, gt=0, description="how often new samples are merged into the minute and hour rollups"
     )
+    prometheus_targets_file: Path | None = Field(
+        default=None,
+        description="file_sd JSON the controller rewrites with itself and every agent that registers; point "
+        "Prometheus' file_sd_configs at it (deploy/prometheus/prometheus.yml)",
+    )
     rendezvous_host: str = Field(
         default="127.0.0.1",
         description="address of this host that workers reach for collective workloads' rendezvous (multi-node: "

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from soak.deps import Reader, SessionDep, Writer
+from soak.deps import Reader, SessionDep, SettingsDep, Writer
 from soak.nodes import service
 from soak.nodes.schemas import DeviceOut, NodeIn, NodeOut
+from soak.nodes.targets import write_scrape_targets
 from soak.telemetry.schemas import NAME_PATTERN
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
 
 
 @router.put("/nodes/{name}", dependencies=[Writer])
-def register_node(session: SessionDep, node_in: NodeIn, name: str = Path(pattern=NAME_PATTERN)) -> NodeOut:
-    """An agent announces itself and its devices (idempotent)."""
+def register_node(
+    session: SessionDep, settings: SettingsDep, node_in: NodeIn, name: str = Path(pattern=NAME_PATTERN)
+) -> NodeOut:
+    """An agent announces itself and its devices (idempotent); Prometheus learns to scrape it."""
     try:
         node = service.register_node(session=session, name=name, node_in=node_in)
     except service.DeviceOwnedElsewhere as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    if settings.prometheus_targets_file is not None:
+        write_scrape_targets(
+            path=settings.prometheus_targets_file,
+            controller_address=f"{settings.host}:{settings.port}",
+            nodes=service.list_nodes(session=session),
+        )
     return NodeOut.model_validate(node)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from soak.api import create_app
+from soak.config import Settings
 from soak.nodes.schemas import NodeIn
 from soak.nodes.service import (
     PlacementError,
@@ -273,3 +276,24 @@ def test_a_driver_changed_under_a_campaign_is_an_event_naming_both_versions(
     assert [(event["kind"], event["device_id"]) for event in events] == [("stack_change", in_campaign)]
     assert json.loads(events[0]["raw"]) == {"component": "driver", "old": "550.54.15", "new": "560.28.03"}
     assert "550.54.15 → 560.28.03" in events[0]["message"]
+
+
+def test_registration_keeps_the_prometheus_targets_file_current(
+    database_url: str, auth: dict[str, str], node_payload: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    targets_file = tmp_path / "prometheus" / "targets" / "soak.json"
+    token = auth["Authorization"].removeprefix("Bearer ")
+    settings = Settings(database_url=database_url, api_token=token, port=8123, prometheus_targets_file=targets_file)
+    with TestClient(create_app(settings, run_scheduler=False)) as client:
+        for name in ("gpu-02", "gpu-01"):
+            payload = node_payload(name, [f"{name}/cuda0"])
+            payload["agent_url"] = f"http://{name}.example.internal:9464"
+            assert client.put(f"/api/v1/nodes/{name}", json=payload, headers=auth).status_code == 200
+        # A node whose agent serves no /metrics has nothing to scrape.
+        assert client.put("/api/v1/nodes/quiet", json=node_payload("quiet", ["sim0"]), headers=auth).status_code == 200
+
+    assert json.loads(targets_file.read_text()) == [
+        {"targets": ["127.0.0.1:8123"], "labels": {"job": "soak-controller"}},
+        {"targets": ["gpu-01.example.internal:9464"], "labels": {"job": "soak-agent", "node": "gpu-01"}},
+        {"targets": ["gpu-02.example.internal:9464"], "labels": {"job": "soak-agent", "node": "gpu-02"}},
+    ]
