@@ -45,15 +45,16 @@ class _StoreCollector(Collector):
             ).all()
             for kind, severity, count in rows:
                 findings.add_metric([kind, severity], float(count))
+            # The campaign label is the campaign's id, as on the agents' device series, so the two join.
             located = session.execute(
-                select(Finding, Campaign.name, Device.name, Node.name)
-                .join(Campaign, Finding.campaign_id == Campaign.id)
+                select(Finding, Device.name, Node.name)
                 .outerjoin(Device, Finding.device_id == Device.id)
                 .outerjoin(Node, Device.node_id == Node.id)
                 .where(Finding.campaign_id.in_(active))
             ).all()
-            for finding, campaign, device, node in located:
-                labels = [campaign, node or "", device or "", finding.kind, finding.subject, finding.severity]
+            for finding, device, node in located:
+                labels = [str(finding.campaign_id), node or "", device or "", finding.kind, finding.subject]
+                labels.append(finding.severity)
                 onsets.add_metric(labels, finding.onset_s)
             reserved = session.scalar(select(func.count()).select_from(Device).where(Device.campaign_id.is_not(None)))
             devices.add_metric([], float(reserved or 0))

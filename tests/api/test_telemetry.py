@@ -280,7 +280,7 @@ def test_metrics_show_each_finding_of_a_running_campaign_with_its_device_and_ons
     values = metric_values(client)
 
     labels = {
-        "campaign": plan_data["name"],
+        "campaign": str(campaign_id),
         "node": "n1",
         "device": "sim0",
         "kind": "memory_leak",
