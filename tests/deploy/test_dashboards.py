@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tests.prometheus_server import instant, running_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON_DIR = ROOT / "dashboards" / "json"
@@ -172,13 +172,6 @@ def test_provisioning_points_grafana_at_the_datasource_and_the_json() -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class _Exposition(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = AGENT_EXPOSITION.read_bytes()
@@ -205,57 +198,27 @@ def agent_address() -> Iterator[str]:
         server.server_close()
 
 
-def _instant(url: str, query: str) -> httpx.Response:
-    return httpx.post(f"{url}/api/v1/query", data={"query": query}, timeout=10)
-
-
 @pytest.fixture(scope="module")
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory, agent_address: str) -> Iterator[str]:
     """A real Prometheus on loopback scraping the golden agent exposition every second."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is not installed; CI installs Debian's prometheus package")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
     workdir = tmp_path_factory.mktemp("prometheus")
-    config = workdir / "prometheus.yml"
-    config.write_text(
+    config = (
         "global:\n  scrape_interval: 1s\n"
         f"scrape_configs:\n  - job_name: agent\n    honor_labels: true\n"
         f"    static_configs:\n      - targets: ['{agent_address}']\n"
     )
-    address = f"127.0.0.1:{_free_port()}"
-    log_path = workdir / "prometheus.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address={address}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://{address}"
-    try:
-        # Ready, and two scrapes in: enough for rate() and deriv() to have something to work on.
+    with running_prometheus(config, workdir) as url:
+        # Two scrapes in: enough for rate() and deriv() to have something to work on.
         deadline = time.monotonic() + 15
         while True:
-            try:
-                answer = _instant(url, "count_over_time(soak_device_energy_joules_total[1m])").json()
-                scrapes = answer["data"]["result"]
-                if answer["status"] == "success" and scrapes and float(scrapes[0]["value"][1]) >= 2:
-                    break
-            except (httpx.TransportError, ValueError):
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not start or scrape: {log_path.read_text()[-2000:]}")
+            answer = instant(url, "count_over_time(soak_device_energy_joules_total[1m])").json()
+            scrapes = answer["data"]["result"]
+            if answer["status"] == "success" and scrapes and float(scrapes[0]["value"][1]) >= 2:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus did not scrape the agent: {answer}")
             time.sleep(0.2)
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_prometheus_rejects_a_bad_query(prometheus_url: str) -> None:
@@ -268,7 +231,7 @@ def test_prometheus_rejects_a_bad_query(prometheus_url: str) -> None:
 def test_query_is_valid_promql(prometheus_url: str, expr: str) -> None:
     query = _substitute(expr)
     assert "$" not in query, f"a Grafana variable the test does not know: {query}"
-    response = _instant(prometheus_url, query)
+    response = instant(prometheus_url, query)
     body = response.json()
     assert response.status_code == 200 and body["status"] == "success", f"{body.get('error')}\n{query}"
 
@@ -301,7 +264,7 @@ PANELS_WITH_AGENT_DATA = [
 @pytest.mark.parametrize(("uid", "title"), PANELS_WITH_AGENT_DATA, ids=lambda value: value)
 def test_panel_shows_a_real_agents_series(prometheus_url: str, uid: str, title: str) -> None:
     results = [
-        _instant(prometheus_url, _substitute(target["expr"])).json()["data"]["result"]
+        instant(prometheus_url, _substitute(target["expr"])).json()["data"]["result"]
         for target in _panel(uid, title)["targets"]
     ]
     assert any(results), f"{uid} / {title}: no series from the agent exposition"
@@ -309,7 +272,7 @@ def test_panel_shows_a_real_agents_series(prometheus_url: str, uid: str, title: 
 
 def test_fleet_cells_show_every_device_green_when_nothing_is_found(prometheus_url: str) -> None:
     [target] = _panel("soak-fleet-overview", "Devices on $node by worst active finding")["targets"]
-    result = _instant(prometheus_url, _substitute(target["expr"])).json()["data"]["result"]
+    result = instant(prometheus_url, _substitute(target["expr"])).json()["data"]["result"]
     cells = {entry["metric"]["device"]: float(entry["value"][1]) for entry in result}
-    inventory = _instant(prometheus_url, 'count by (device) (soak_device_temperature_celsius{device!=""})').json()
+    inventory = instant(prometheus_url, 'count by (device) (soak_device_temperature_celsius{device!=""})').json()
     assert cells == {entry["metric"]["device"]: 0.0 for entry in inventory["data"]["result"]}
