@@ -5,6 +5,7 @@ from sqlalchemy import Connection
 from alembic import context
 from soak.config import get_settings
 from soak.db import make_engine
+from soak.migrations import include_in_autogenerate
 from soak.models import Base
 
 config = context.config
@@ -12,7 +13,12 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        include_name=include_in_autogenerate,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -18,27 +18,35 @@ from soak.metrics import ControllerMetrics
 from soak.nodes.views import router as nodes_router
 from soak.plan import PlanError, field_path
 from soak.scheduler.supervisor import Supervisor
-from soak.telemetry.rollup_loop import RollupLoop
+from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.views import router as telemetry_router
 
 
 def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
-    """Build the controller; with run_scheduler it also starts campaigns and the rollups (off for API-only tests)."""
+    """Build the controller; run_scheduler also starts campaigns and telemetry maintenance (off in API-only tests)."""
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         supervisor = Supervisor(sessions=sessions, settings=settings) if run_scheduler else None
-        rollups = RollupLoop(sessions=sessions, interval_s=settings.rollup_interval_s) if run_scheduler else None
+        maintenance = (
+            MaintenanceLoop(
+                sessions=sessions,
+                interval_s=settings.rollup_interval_s,
+                raw_retention_days=settings.raw_retention_days,
+            )
+            if run_scheduler
+            else None
+        )
         if supervisor is not None:
             supervisor.start()
-        if rollups is not None:
-            rollups.start()
+        if maintenance is not None:
+            maintenance.start()
         app.state.supervisor = supervisor
         yield
-        if rollups is not None:
-            rollups.stop()
+        if maintenance is not None:
+            maintenance.stop()
         if supervisor is not None:
             supervisor.stop()
         engine.dispose()

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     rollup_interval_s: float = Field(
         default=10.0, gt=0, description="how often new samples are merged into the minute and hour rollups"
     )
+    raw_retention_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="days raw samples are kept once rolled up; the minute and hour rollups are kept for good",
+    )
     prometheus_targets_file: Path | None = Field(
         default=None,
         description="file_sd JSON the controller rewrites with itself and every agent that registers; point "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from alembic.config import Config
 
 from alembic import command
+from soak.telemetry.partitions import is_sample_partition
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
@@ -28,3 +30,8 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def downgrade(database_url: str, revision: str = "base") -> None:
     """Migrate the database down to `revision`."""
     command.downgrade(alembic_config(database_url), revision)
+
+
+def include_in_autogenerate(name: str | None, type_: str, _parent_names: Mapping[str, str | None]) -> bool:
+    """Autogenerate's include_name: every table but sample's partitions, which no model maps (Postgres only)."""
+    return not (type_ == "table" and name is not None and is_sample_partition(name))

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from soak.db import make_engine
-from soak.migrations import downgrade, upgrade
+from soak.migrations import downgrade, include_in_autogenerate, upgrade
 from soak.models import Base
 
 SOAK_TABLES = {
@@ -56,7 +56,9 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_name": include_in_autogenerate}
+            )
             differences = compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, delete, event, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, delete, event, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, UOWTransaction
 
 from soak.nodes.models import Device, Node
@@ -142,15 +142,16 @@ def test_a_batch_that_fails_while_its_samples_are_written_leaves_nothing_and_its
     )
     batch = _batch()
 
-    def drop_sim1(flushing: Session, _: UOWTransaction) -> None:
-        # After the batch id is written and before its samples are: sim1's samples then break a foreign key.
+    def rename_value_column(flushing: Session, _: UOWTransaction) -> None:
+        # After the batch id is written and before its samples are (in the same transaction, which undoes it):
+        # the samples then name a column the table no longer has.
         if any(isinstance(item, IngestedBatch) for item in flushing.new):
-            flushing.connection().execute(delete(Device).where(Device.name == "sim1"))
+            flushing.connection().execute(text("ALTER TABLE sample RENAME COLUMN value TO value_renamed"))
 
-    event.listen(session, "after_flush", drop_sim1)
-    with pytest.raises(IntegrityError):
+    event.listen(session, "after_flush", rename_value_column)
+    with pytest.raises(DBAPIError):
         ingest(session=session, batch=batch)
-    event.remove(session, "after_flush", drop_sim1)
+    event.remove(session, "after_flush", rename_value_column)
 
     assert stored(engine) == []
     assert session.get(IngestedBatch, batch.batch_id) is None

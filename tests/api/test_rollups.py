@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from soak.campaigns.models import Campaign
 from soak.db import session_factory
 from soak.nodes.models import Device, Node
+from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.models import Sample
-from soak.telemetry.rollup_loop import RollupLoop
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
 from soak.telemetry.rollups import ROLLED_UP_TABLE, roll_up
 
@@ -303,7 +303,7 @@ def test_a_default_range_starts_on_the_hour_so_that_rollups_can_answer_it(
 def test_the_controller_rolls_up_in_the_background(engine: Engine, session: Session, sent: Sent) -> None:
     last_sample_id = session.scalars(select(func.max(Sample.id))).one()
     watermark = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
-    loop = RollupLoop(sessions=session_factory(engine), interval_s=0.05, max_rows=1000)
+    loop = MaintenanceLoop(sessions=session_factory(engine), interval_s=0.05, raw_retention_days=14, max_rows=1000)
     loop.start()
     try:
         deadline_s = time.monotonic() + 60
