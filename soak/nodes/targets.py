@@ -10,17 +10,18 @@ from urllib.parse import urlsplit
 
 from soak.nodes.models import Node
 
-CONTROLLER_JOB = "soak-controller"
-AGENT_JOB = "soak-agent"
+# The alert rules tell the two apart by this label (deploy/prometheus/rules/alerts.yml: up{role="agent"}).
+CONTROLLER_ROLE = "controller"
+AGENT_ROLE = "agent"
 
 
 def scrape_targets(*, controller_address: str, nodes: Sequence[Node]) -> list[dict[str, object]]:
     """One target group for the controller and one per node whose agent serves /metrics."""
-    groups: list[dict[str, object]] = [{"targets": [controller_address], "labels": {"job": CONTROLLER_JOB}}]
+    groups: list[dict[str, object]] = [{"targets": [controller_address], "labels": {"role": CONTROLLER_ROLE}}]
     for node in sorted(nodes, key=lambda node: node.name):
         if node.agent_url:
             groups.append(
-                {"targets": [urlsplit(node.agent_url).netloc], "labels": {"job": AGENT_JOB, "node": node.name}}
+                {"targets": [urlsplit(node.agent_url).netloc], "labels": {"role": AGENT_ROLE, "node": node.name}}
             )
     return groups
 

@@ -293,7 +293,7 @@ def test_registration_keeps_the_prometheus_targets_file_current(
         assert client.put("/api/v1/nodes/quiet", json=node_payload("quiet", ["sim0"]), headers=auth).status_code == 200
 
     assert json.loads(targets_file.read_text()) == [
-        {"targets": ["127.0.0.1:8123"], "labels": {"job": "soak-controller"}},
-        {"targets": ["gpu-01.example.internal:9464"], "labels": {"job": "soak-agent", "node": "gpu-01"}},
-        {"targets": ["gpu-02.example.internal:9464"], "labels": {"job": "soak-agent", "node": "gpu-02"}},
+        {"targets": ["127.0.0.1:8123"], "labels": {"role": "controller"}},
+        {"targets": ["gpu-01.example.internal:9464"], "labels": {"role": "agent", "node": "gpu-01"}},
+        {"targets": ["gpu-02.example.internal:9464"], "labels": {"role": "agent", "node": "gpu-02"}},
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -18,43 +17,17 @@ import httpx
 import pytest
 import yaml
 
+from tests.dashboard_queries import DASHBOARD_FILES, JSON_DIR, load, panels, substitute
 from tests.prometheus_server import instant, running_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
-JSON_DIR = ROOT / "dashboards" / "json"
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 DATASOURCE_UID = "soak-prometheus"
 GRID_COLUMNS = 24
-DASHBOARD_FILES = sorted(JSON_DIR.glob("*.json"))
 # A golden agent exposition from the recorded H200 and Ascend outputs: what a real agent serves.
 AGENT_EXPOSITION = ROOT / "tests" / "fixtures" / "exposition" / "agent.prom"
 
-# What Grafana would put in place of its variables: any value for the label filters, typical windows for the rest.
-SUBSTITUTIONS = {
-    "$__rate_interval": "5m",
-    "$__interval": "1m",
-    "$__range": "1h",
-    "$campaign": ".*",
-    "$node": ".*",
-    "$device": ".*",
-    "$vendor": ".*",
-    "$model": ".*",
-}
 LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
-
-
-def _load(path: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(path.read_text())
-    return loaded
-
-
-def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every panel, those inside collapsed rows included."""
-    found: list[dict[str, Any]] = []
-    for panel in dashboard["panels"]:
-        found.append(panel)
-        found.extend(panel.get("panels", []))
-    return found
 
 
 def _datasource_refs(node: Any) -> Iterator[Any]:
@@ -69,19 +42,12 @@ def _datasource_refs(node: Any) -> Iterator[Any]:
             yield from _datasource_refs(item)
 
 
-def _substitute(expr: str) -> str:
-    # Longest names first, so that $__rate_interval is not read as $__r... of a shorter one.
-    for name in sorted(SUBSTITUTIONS, key=len, reverse=True):
-        expr = expr.replace(name, SUBSTITUTIONS[name])
-    return expr
-
-
 def _queries() -> list[Any]:
     """Every panel target's expr and every variable's label_values selector, as pytest params."""
     params = []
     for path in DASHBOARD_FILES:
-        dashboard = _load(path)
-        for panel in _panels(dashboard):
+        dashboard = load(path)
+        for panel in panels(dashboard):
             for target in panel.get("targets", []):
                 name = f"{dashboard['uid']}:{panel['title']}:{target['refId']}"
                 params.append(pytest.param(target["expr"], id=name))
@@ -120,16 +86,16 @@ def test_check_mode_names_an_edited_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.stem)
 def test_grafana_would_load_it(path: Path) -> None:
-    dashboard = _load(path)
+    dashboard = load(path)
     assert dashboard["uid"] == path.stem and len(dashboard["uid"]) <= 40
     assert dashboard["title"]
     assert dashboard["schemaVersion"] == 39
-    panels = _panels(dashboard)
-    ids = [panel["id"] for panel in panels]
+    every_panel = panels(dashboard)
+    ids = [panel["id"] for panel in every_panel]
     assert len(ids) == len(set(ids)), f"duplicate panel ids in {path.name}"
     for ref in _datasource_refs(dashboard):
         assert ref == {"type": "prometheus", "uid": DATASOURCE_UID}, f"unknown datasource {ref} in {path.name}"
-    for panel in panels:
+    for panel in every_panel:
         if panel["type"] == "row":
             continue
         assert panel["targets"], f"{panel['title']}: no query"
@@ -142,7 +108,7 @@ def test_grafana_would_load_it(path: Path) -> None:
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda path: path.stem)
 def test_panels_fit_the_grid_without_overlapping(path: Path) -> None:
     boxes = []
-    for panel in _panels(_load(path)):
+    for panel in panels(load(path)):
         pos = panel["gridPos"]
         assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] >= 0 and pos["y"] >= 0, panel["title"]
         assert pos["x"] + pos["w"] <= GRID_COLUMNS, f"{panel['title']} runs past column {GRID_COLUMNS}"
@@ -153,7 +119,7 @@ def test_panels_fit_the_grid_without_overlapping(path: Path) -> None:
 
 
 def test_fleet_overview_repeats_a_row_per_node() -> None:
-    dashboard = _load(JSON_DIR / "soak-fleet-overview.json")
+    dashboard = load(JSON_DIR / "soak-fleet-overview.json")
     repeated = [panel for panel in dashboard["panels"] if panel["type"] == "row" and panel.get("repeat")]
     assert [row["repeat"] for row in repeated] == ["node"]
     node = next(variable for variable in dashboard["templating"]["list"] if variable["name"] == "node")
@@ -229,7 +195,7 @@ def test_prometheus_rejects_a_bad_query(prometheus_url: str) -> None:
 
 @pytest.mark.parametrize("expr", _queries())
 def test_query_is_valid_promql(prometheus_url: str, expr: str) -> None:
-    query = _substitute(expr)
+    query = substitute(expr)
     assert "$" not in query, f"a Grafana variable the test does not know: {query}"
     response = instant(prometheus_url, query)
     body = response.json()
@@ -237,8 +203,8 @@ def test_query_is_valid_promql(prometheus_url: str, expr: str) -> None:
 
 
 def _panel(uid: str, title: str) -> dict[str, Any]:
-    dashboard = _load(JSON_DIR / f"{uid}.json")
-    return next(panel for panel in _panels(dashboard) if panel["title"] == title)
+    dashboard = load(JSON_DIR / f"{uid}.json")
+    return next(panel for panel in panels(dashboard) if panel["title"] == title)
 
 
 # Panels whose families the golden exposition has: on a real agent's series they must show something.
@@ -264,7 +230,7 @@ PANELS_WITH_AGENT_DATA = [
 @pytest.mark.parametrize(("uid", "title"), PANELS_WITH_AGENT_DATA, ids=lambda value: value)
 def test_panel_shows_a_real_agents_series(prometheus_url: str, uid: str, title: str) -> None:
     results = [
-        instant(prometheus_url, _substitute(target["expr"])).json()["data"]["result"]
+        instant(prometheus_url, substitute(target["expr"])).json()["data"]["result"]
         for target in _panel(uid, title)["targets"]
     ]
     assert any(results), f"{uid} / {title}: no series from the agent exposition"
@@ -272,7 +238,7 @@ def test_panel_shows_a_real_agents_series(prometheus_url: str, uid: str, title: 
 
 def test_fleet_cells_show_every_device_green_when_nothing_is_found(prometheus_url: str) -> None:
     [target] = _panel("soak-fleet-overview", "Devices on $node by worst active finding")["targets"]
-    result = instant(prometheus_url, _substitute(target["expr"])).json()["data"]["result"]
+    result = instant(prometheus_url, substitute(target["expr"])).json()["data"]["result"]
     cells = {entry["metric"]["device"]: float(entry["value"][1]) for entry in result}
     inventory = instant(prometheus_url, 'count by (device) (soak_device_temperature_celsius{device!=""})').json()
     assert cells == {entry["metric"]["device"]: 0.0 for entry in inventory["data"]["result"]}

@@ -67,6 +67,7 @@ def local_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
         simulated: int = 0,
         cpu_device: bool = False,
         hang_timeout_s: float = 30.0,
+        prometheus_targets_file: Path | None = None,
     ) -> LocalStack:
         database_url = f"sqlite:///{tmp_path / 'soak.db'}"
         upgrade(database_url)
@@ -78,6 +79,7 @@ def local_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
             detect_interval_s=5.0,
             placement_wait_s=30.0,
             hang_timeout_s=hang_timeout_s,
+            prometheus_targets_file=prometheus_targets_file,
         )
         controller = EmbeddedController(settings)
         controller.start()
