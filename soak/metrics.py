@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from soak.campaigns.models import Campaign, CampaignState
+from soak.campaigns.models import Campaign, CampaignState, WorkloadRun
 from soak.findings.models import Finding
 from soak.nodes.models import Device, Node
 from soak.telemetry.schemas import IngestResult
@@ -33,6 +33,7 @@ class _StoreCollector(Collector):
             labels=["campaign", "node", "device", "kind", "subject", "severity"],
         )
         devices = GaugeMetricFamily("soak_devices_reserved", "Devices held by a campaign")
+        running = GaugeMetricFamily("soak_devices_running", "Devices running a workload of a campaign now")
         with self._sessions() as session:
             counts = dict(session.execute(select(Campaign.state, func.count()).group_by(Campaign.state)).all())
             for state in CampaignState:
@@ -58,10 +59,15 @@ class _StoreCollector(Collector):
                 onsets.add_metric(labels, finding.onset_s)
             reserved = session.scalar(select(func.count()).select_from(Device).where(Device.campaign_id.is_not(None)))
             devices.add_metric([], float(reserved or 0))
+            busy = select(func.count(func.distinct(WorkloadRun.device_id))).where(
+                WorkloadRun.campaign_id.in_(active), WorkloadRun.ended_s.is_(None)
+            )
+            running.add_metric([], float(session.scalar(busy) or 0))
         yield campaigns
         yield findings
         yield onsets
         yield devices
+        yield running
 
 
 class ControllerMetrics:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from soak.analysis.series import Detection
 from soak.campaigns.models import CampaignState
-from soak.campaigns.service import get_campaign, set_state
+from soak.campaigns.service import get_campaign, set_state, start_run
 from soak.findings.service import upsert_finding
 from soak.nodes.models import Device
 from soak.nodes.service import reserve
@@ -254,9 +254,10 @@ def test_metrics_count_campaigns_by_state_and_ingested_samples(
     assert values[("soak_batches_ingested_total", (("outcome", "stored"),))] == 1.0
     assert values[("soak_batches_ingested_total", (("outcome", "duplicate"),))] == 1.0
     assert values[("soak_devices_reserved", ())] == 0.0
+    assert values[("soak_devices_running", ())] == 0.0
 
 
-def test_metrics_show_each_finding_of_a_running_campaign_with_its_device_and_onset(
+def test_metrics_show_devices_running_and_each_finding_with_its_device_and_onset(
     client: TestClient, auth: dict[str, str], node: str, plan_data: dict[str, Any], engine: Engine
 ) -> None:
     campaign_id = client.post("/api/v1/campaigns", json=plan_data, headers=auth).json()["id"]
@@ -276,8 +277,11 @@ def test_metrics_show_each_finding_of_a_running_campaign_with_its_device_and_ons
             evidence={},
         )
         upsert_finding(session=session, campaign_id=campaign_id, device_id=sim0, detection=leak)
+        start_run(session=session, campaign_id=campaign_id, device_id=sim0, workload="gemm", started_s=NOW_S - 900)
 
     values = metric_values(client)
+
+    assert values[("soak_devices_running", ())] == 1.0
 
     labels = {
         "campaign": str(campaign_id),
