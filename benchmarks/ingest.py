@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import psycopg
 import uvicorn
+from postgres_schema import DSN, fresh_schema
 from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -39,14 +40,12 @@ from sqlalchemy.orm import Session
 from soak.api import create_app
 from soak.config import Settings
 from soak.db import make_engine, session_factory
-from soak.migrations import upgrade
 from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.nodes.service import register_node
 from soak.telemetry.schemas import TelemetryBatch
 from soak.telemetry.service import ingest
 from soak.telemetry.writer import COPY_TYPES, SAMPLE_COLUMNS, SampleRow, copy_samples, insert_samples
 
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 TOKEN = "soak-benchmark-token-0123456789abcdefghijklmnop"
 DEVICES_PER_NODE = 8
 METRICS = tuple(f"device.metric_{index:02d}" for index in range(25))
@@ -54,21 +53,6 @@ START_S = 1_795_000_000.0
 WRITER_ROWS = 100_000
 WRITER_ROUNDS = 3
 SPLIT_BATCHES = 10
-
-
-@contextmanager
-def fresh_schema() -> Iterator[str]:
-    """The URL of a schema of its own in the database `test`, migrated to head, dropped afterwards."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(DSN, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(DSN, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def register(url: str, nodes: list[str]) -> dict[str, int]:

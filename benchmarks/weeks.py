@@ -21,41 +21,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-import psycopg
-from psycopg import sql
+from postgres_schema import fresh_schema
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from soak.db import make_engine, session_factory
-from soak.migrations import upgrade
 from soak.telemetry.partitions import DAY_S, create_daily_partition
 from soak.telemetry.series import SeriesOut, read_series
 from soak.telemetry.writer import SampleRow, copy_samples
 
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 START_S = 1_795_046_400  # 2026-11-18 00:00 UTC
 ROUNDS = 5
 # A smooth daily wave per device and metric, so rollups and raw samples look like telemetry, not constants.
 VALUE_SQL = "50 + metric_index + device_index + 10 * sin(({t}) / 3600.0 + device_index)"
-
-
-@contextmanager
-def fresh_schema() -> Iterator[str]:
-    """The URL of a schema of its own in the database `test`, migrated to head, dropped afterwards."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(DSN, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(DSN, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def timed(action: Callable[[], object]) -> float:
