@@ -99,17 +99,7 @@ def read_series(
     if step_s <= sample_interval_s:
         rows = session.execute(select(Sample.time_s, Sample.value).where(*where).order_by(Sample.time_s)).all()
         raw = [SeriesPoint(time_s=t, mean=v, min=v, max=v, count=1) for t, v in rows]
-        return SeriesOut(
-            campaign_id=campaign_id,
-            device=device,
-            metric=metric,
-            from_s=from_s,
-            to_s=to_s,
-            resolution="raw",
-            step_s=None,
-            source="raw",
-            points=raw,
-        )
+        return _series_out(campaign_id, device, metric, from_s, to_s, step_s=None, source="raw", points=raw)
     source = rollup_source(from_s=from_s, step_s=step_s)
     if source == "raw":
         stepped = _stepped_points(session=session, parts=_sample_parts().where(*where), from_s=from_s, step_s=step_s)
@@ -139,16 +129,31 @@ def read_series(
             # The watermark only grows: unchanged after the read, no roll-up committed during it to count twice.
             if (session.scalar(watermark) or 0) == watermark_id:
                 break
+    return _series_out(campaign_id, device, metric, from_s, to_s, step_s=step_s, source=source, points=stepped)
+
+
+def _series_out(
+    campaign_id: int,
+    device: str,
+    metric: str,
+    from_s: float,
+    to_s: float,
+    *,
+    step_s: float | None,
+    source: Literal["raw", "1m", "1h"],
+    points: list[SeriesPoint],
+) -> SeriesOut:
+    """The answer: raw samples when there is no step, else one point per step."""
     return SeriesOut(
         campaign_id=campaign_id,
         device=device,
         metric=metric,
         from_s=from_s,
         to_s=to_s,
-        resolution="step",
+        resolution="raw" if step_s is None else "step",
         step_s=step_s,
         source=source,
-        points=stepped,
+        points=points,
     )
 
 
