@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from soak.db import make_engine, session_factory
 from soak.telemetry.partitions import DAY_S, create_daily_partition
 from soak.telemetry.series import SeriesOut, read_series
+from soak.telemetry.summaries import campaign_summaries
 from soak.telemetry.writer import SampleRow, copy_samples
 
 START_S = 1_795_046_400  # 2026-11-18 00:00 UTC
@@ -115,13 +116,6 @@ def generate_rollups(session: Session, *, campaign_id: int, days: int) -> None:
     session.commit()
 
 
-REPORT_AGGREGATES = text(
-    "SELECT device_id, metric, sum(count), sum(sum_value) / sum(count), min(min_value), max(max_value), "
-    "(array_agg(last_value ORDER BY last_time_s DESC))[1] "
-    "FROM rollup_1h WHERE campaign_id = :campaign_id GROUP BY device_id, metric"
-)
-
-
 def copy_rate_rows_per_s(session: Session, *, campaign_id: int, day: int, rows: int) -> float:
     """Median rows/s of binary COPY of `rows` samples into one day's partition, each round committed."""
     device_ids = session.scalars(text("SELECT id FROM device ORDER BY id")).all()
@@ -200,10 +194,9 @@ def main() -> None:
                 )
                 for _ in range(ROUNDS)
             ]
-            report_rows = len(session.execute(REPORT_AGGREGATES, {"campaign_id": campaign_id}).all())
+            report_rows = len(campaign_summaries(session=session, campaign_id=campaign_id))
             report_s = [
-                timed(lambda: session.execute(REPORT_AGGREGATES, {"campaign_id": campaign_id}).all())
-                for _ in range(ROUNDS)
+                timed(lambda: campaign_summaries(session=session, campaign_id=campaign_id)) for _ in range(ROUNDS)
             ]
             session.commit()
             raw_mb = megabytes(session, "relname ~ '^sample_(p[0-9]{8}|default)$'")

@@ -25,6 +25,7 @@ from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.models import Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
 from soak.telemetry.rollups import ROLLED_UP_TABLE, roll_up
+from soak.telemetry.summaries import campaign_summaries
 
 # On a whole hour, so that minute and hour buckets tile steps counted from it.
 START_S = 1_789_999_200.0
@@ -314,3 +315,20 @@ def test_the_controller_rolls_up_in_the_background(engine: Engine, session: Sess
         loop.stop()
 
     assert_rollups_hold(session, sent)
+
+
+def test_campaign_summaries_are_the_aggregates_of_every_sample(engine: Engine, sent: Sent) -> None:
+    with session_factory(engine)() as session:
+        while roll_up(session=session, max_rows=5000):
+            pass
+        summaries = campaign_summaries(session=session, campaign_id=sent.campaign_id)
+
+    assert [(summary.device, summary.metric) for summary in summaries] == sorted(sent.values)
+    for summary in summaries:
+        samples = sent.values[summary.device, summary.metric]
+        values = [value for _, value in samples]
+        last_time_s, last_value = max(samples)
+        assert summary.count == len(values)
+        assert summary.mean == pytest.approx(math.fsum(values) / len(values), rel=1e-12)
+        assert (summary.min, summary.max) == (min(values), max(values))
+        assert (summary.last_time_s, summary.last_value) == (last_time_s, last_value)
