@@ -226,10 +226,9 @@ def detect_drift(telemetry: DeviceTelemetry, limits: DriftLimits) -> list[Detect
 
 def _for_campaign_length(limits: DriftLimits, telemetry: DeviceTelemetry) -> DriftLimits:
     """Blocks and baseline shrunk in proportion for a campaign planned shorter than a day (a demo of minutes)."""
-    scale = telemetry.planned_span_s / SECONDS_PER_DAY
-    if scale >= 1.0:
+    block_s = telemetry.block_s(limits.block_s)
+    if block_s == limits.block_s:
         return limits
-    block_s = max(limits.block_s * scale, telemetry.sample_interval_s)
     shrink = block_s / limits.block_s
     return limits.model_copy(update={"block_s": block_s, "baseline_s": limits.baseline_s * shrink})
 

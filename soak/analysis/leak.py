@@ -33,9 +33,8 @@ SECONDS_PER_HOUR = 3600.0
 
 # Five-minute means turn seconds of autocorrelated readings into nearly independent points that cost little to
 # test; the trailing windows are judged at every block's end. A campaign shorter than a day gets proportionally
-# shorter blocks (down to one sample interval), so that a demo of minutes is judged on as many blocks as a day.
+# shorter blocks (DeviceTelemetry.block_s), so that a demo of minutes is judged on as many blocks as a day.
 BLOCK_S = 300.0
-BLOCKS_PER_SPAN = 288
 # Trailing windows, in blocks of steady data (1, 2, 8 and 24 hours at full scale): the short ones catch a fast
 # leak within the hour, the long ones a slow leak whose growth a short window cannot tell from noise.
 WINDOW_BLOCKS = (12, 24, 96, 288)
@@ -237,7 +236,7 @@ def _first_trend(
     series: Series, workload: str | None, rule: _Rule, significance: float, *, telemetry: DeviceTelemetry
 ) -> _Trend | None:
     """The first trailing window, in time, whose growth is fast, large, new and significant; None when none is."""
-    block_s = float(np.clip(telemetry.planned_span_s / BLOCKS_PER_SPAN, telemetry.sample_interval_s, BLOCK_S))
+    block_s = telemetry.block_s(BLOCK_S)
     means = _block_means(series, origin_s=telemetry.warmup_end_s, end_s=telemetry.end_s, block_s=block_s)
     # A fast leak shows in the means within the hour; a slow one under a sawtooth shows first in its floor, which
     # rises in steps (one per collection), so the floor is not held to the allocator-step rule.

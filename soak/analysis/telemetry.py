@@ -10,6 +10,7 @@ import numpy as np
 from soak.analysis.series import Series
 
 EMPTY_SERIES = Series(np.empty(0), np.empty(0))
+SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,14 @@ class DeviceTelemetry:
         """Seconds from warm-up end to the planned end of the campaign."""
         end_s = self.planned_end_s if self.planned_end_s is not None else self.end_s
         return max(end_s - self.warmup_end_s, 0.0)
+
+    def block_s(self, full_scale_s: float) -> float:
+        """A block length for this campaign: full_scale_s when it is planned to run a day or more after warm-up,
+        proportionally shorter for a shorter one (a demo of minutes), never shorter than one sample interval."""
+        scale = self.planned_span_s / SECONDS_PER_DAY
+        if scale >= 1.0:
+            return full_scale_s
+        return max(full_scale_s * scale, self.sample_interval_s)
 
     def metric(self, name: str) -> Series:
         """The named series, or an empty one when the device never reported it."""
