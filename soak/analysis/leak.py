@@ -237,12 +237,13 @@ def _first_trend(
 ) -> _Trend | None:
     """The first trailing window, in time, whose growth is fast, large, new and significant; None when none is."""
     block_s = telemetry.block_s(BLOCK_S)
-    means = _block_means(series, origin_s=telemetry.warmup_end_s, end_s=telemetry.end_s, block_s=block_s)
+    grid = _Grid.of(series, origin_s=telemetry.warmup_end_s, end_s=telemetry.end_s, block_s=block_s)
+    means = grid.means()
     # A fast leak shows in the means within the hour; a slow one under a sawtooth shows first in its floor, which
     # rises in steps (one per collection), so the floor is not held to the allocator-step rule.
     views = [(means, MAX_STEP_SHARE)]
     if rule.floor:
-        views.append((_trailing_floor(series, means, origin_s=telemetry.warmup_end_s), 1.0))
+        views.append((grid.trailing_floor(means), 1.0))
     trends = [
         trend
         for blocks, max_step_share in views
@@ -275,45 +276,58 @@ def _first_in(
     return None
 
 
-def _block_means(series: Series, *, origin_s: float, end_s: float, block_s: float) -> _Blocks:
-    """Average the samples into block_s blocks of a grid fixed at origin_s, keeping the blocks complete by end_s.
+@dataclass(frozen=True)
+class _Grid:
+    """The samples of the blocks of a grid fixed at origin_s that were complete by end_s, grouped by block.
 
     A fixed grid and complete blocks make every window's verdict depend only on data up to the window's end: the
     same verdict an on-line run would have reached then, whatever came later.
     """
-    block_index = np.floor((series.time_s - origin_s) / block_s).astype(np.int64)
-    complete = origin_s + (block_index + 1) * block_s <= end_s
-    block_index, time_s, values = block_index[complete], series.time_s[complete], series.values[complete]
-    if not block_index.size:
-        return _Blocks(np.empty(0), np.empty(0), np.empty(0), block_s)
-    starts = np.flatnonzero(np.diff(block_index, prepend=block_index[0] - 1))
-    sizes = np.diff(np.append(starts, block_index.size))
-    return _Blocks(
-        np.add.reduceat(time_s, starts) / sizes,
-        np.add.reduceat(values, starts) / sizes,
-        (origin_s + (block_index[starts] + 1) * block_s).astype(np.float64),
-        block_s,
-    )
 
+    block_index: npt.NDArray[np.int64]
+    time_s: FloatArray
+    values: FloatArray
+    starts: npt.NDArray[np.intp]
+    origin_s: float
+    block_s: float
 
-def _trailing_floor(series: Series, blocks: _Blocks, *, origin_s: float) -> _Blocks:
-    """Each block's value replaced by the lowest sample of the FLOOR_BLOCKS blocks ending with it.
+    @classmethod
+    def of(cls, series: Series, *, origin_s: float, end_s: float, block_s: float) -> _Grid:
+        block_index = np.floor((series.time_s - origin_s) / block_s).astype(np.int64)
+        complete = origin_s + (block_index + 1) * block_s <= end_s
+        block_index = block_index[complete]
+        starts = (
+            np.flatnonzero(np.diff(block_index, prepend=block_index[0] - 1))
+            if block_index.size
+            else np.empty(0, dtype=np.intp)
+        )
+        return cls(block_index, series.time_s[complete], series.values[complete], starts, origin_s, block_s)
 
-    A garbage-collected sawtooth of host memory swings by hundreds of MiB within minutes, hiding a leak of tens
-    of MiB per hour in the block means; the level it falls back to after each collection is flat unless memory
-    leaks, and a leak lifts it at the leak's own rate. Trailing, so a block's value needs no later data.
-    """
-    if not len(blocks):
-        return blocks
-    # The same grouping as _block_means: one minimum per block it kept, in the same order.
-    block_index = np.floor((series.time_s - origin_s) / blocks.block_s).astype(np.int64)
-    complete = origin_s + (block_index + 1) * blocks.block_s <= blocks.complete_s[-1]
-    block_index, values = block_index[complete], series.values[complete]
-    starts = np.flatnonzero(np.diff(block_index, prepend=block_index[0] - 1))
-    lowest = np.minimum.reduceat(values, starts)
-    padded = np.concatenate([np.full(FLOOR_BLOCKS - 1, np.inf), lowest])
-    floor = np.min(sliding_window_view(padded, FLOOR_BLOCKS), axis=1)
-    return _Blocks(blocks.time_s, floor, blocks.complete_s, blocks.block_s)
+    def means(self) -> _Blocks:
+        """Each block's mean time and value, and when it was complete."""
+        if not self.starts.size:
+            return _Blocks(np.empty(0), np.empty(0), np.empty(0), self.block_s)
+        sizes = np.diff(np.append(self.starts, self.block_index.size))
+        return _Blocks(
+            np.add.reduceat(self.time_s, self.starts) / sizes,
+            np.add.reduceat(self.values, self.starts) / sizes,
+            (self.origin_s + (self.block_index[self.starts] + 1) * self.block_s).astype(np.float64),
+            self.block_s,
+        )
+
+    def trailing_floor(self, means: _Blocks) -> _Blocks:
+        """The means' blocks, each valued at the lowest sample of the FLOOR_BLOCKS blocks ending with it.
+
+        A garbage-collected sawtooth of host memory swings by hundreds of MiB within minutes, hiding a leak of
+        tens of MiB per hour in the block means; the level it falls back to after each collection is flat unless
+        memory leaks, and a leak lifts it at the leak's own rate. Trailing, so a block's value needs no later data.
+        """
+        if not self.starts.size:
+            return means
+        lowest = np.minimum.reduceat(self.values, self.starts)
+        padded = np.concatenate([np.full(FLOOR_BLOCKS - 1, np.inf), lowest])
+        floor = np.min(sliding_window_view(padded, FLOOR_BLOCKS), axis=1)
+        return _Blocks(means.time_s, floor, means.complete_s, means.block_s)
 
 
 def _candidate_windows(
