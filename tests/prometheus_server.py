@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from soak.embedded import free_port
 
 
 def prometheus_binary() -> str:
@@ -23,13 +24,6 @@ def prometheus_binary() -> str:
             pytest.fail("prometheus is not installed; CI installs Debian's prometheus package")
         pytest.skip("prometheus is not installed (apt-get install prometheus)")
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def instant(url: str, query: str) -> httpx.Response:
