@@ -46,6 +46,8 @@ MIN_HISTORY_BLOCKS = 24
 # The floor of a sawtooth is the lowest sample of this many blocks (30 min at full scale): longer than the
 # period of the garbage collections it looks past.
 FLOOR_BLOCKS = 6
+# Consecutive blocks of one run are one block apart; further apart, a run of the workload ended between them.
+RUN_GAP_BLOCKS = 1.5
 # The level a window ends at is the median of its last blocks: a fitted line's end overshoots a tooth's top.
 RECENT_BLOCKS = 3
 # A leak grows bit by bit; a few steps (the caching allocator taking more segments and keeping them) do not. No
@@ -240,26 +242,39 @@ def _first_trend(
     grid = _Grid.of(series, origin_s=telemetry.warmup_end_s, end_s=telemetry.end_s, block_s=block_s)
     means = grid.means()
     # A fast leak shows in the means within the hour; a slow one under a sawtooth shows first in its floor, which
-    # rises in steps (one per collection), so the floor is not held to the allocator-step rule.
-    views = [(means, MAX_STEP_SHARE)]
+    # rises in steps (one per collection), so the floor is not held to the allocator-step rule. It is judged within
+    # one run of the workload only: a worker that prepares the workload again settles on a new floor, which may
+    # sit higher without anything leaking.
+    views = [(means, MAX_STEP_SHARE, False)]
     if rule.floor:
-        views.append((grid.trailing_floor(means), 1.0))
+        views.append((grid.trailing_floor(means), 1.0, True))
     trends = [
         trend
-        for blocks, max_step_share in views
-        if (trend := _first_in(blocks, series, workload, rule, significance, max_step_share)) is not None
+        for blocks, max_step_share, within_one_run in views
+        if (trend := _first_in(blocks, series, workload, rule, significance, max_step_share, within_one_run))
+        is not None
     ]
     return min(trends, key=lambda trend: trend.detected_s) if trends else None
 
 
 def _first_in(
-    blocks: _Blocks, series: Series, workload: str | None, rule: _Rule, significance: float, max_step_share: float
+    blocks: _Blocks,
+    series: Series,
+    workload: str | None,
+    rule: _Rule,
+    significance: float,
+    max_step_share: float,
+    within_one_run: bool,
 ) -> _Trend | None:
     """The first window of these blocks that meets the rule, measured since its onset; None when none does."""
+    # A run of the workload is a stretch of consecutive blocks; a missing block is a gap between two runs.
+    gaps_before = np.concatenate([[0], np.cumsum(np.diff(blocks.complete_s) > RUN_GAP_BLOCKS * blocks.block_s)])
     for end, n in _candidate_windows(
         blocks, max_rate_per_hour=rule.max_rate_per_hour, min_growth=rule.min_growth, max_step_share=max_step_share
     ):
         first = end - n + 1
+        if within_one_run and gaps_before[end] != gaps_before[first]:
+            continue
         window = blocks.span(first, end)
         fit = _fit(window, significance)
         window_growth = fit.rate_per_hour * float(window.time_s[-1] - window.time_s[0]) / SECONDS_PER_HOUR

@@ -363,3 +363,27 @@ def test_bad_limits_are_refused_naming_the_field(field: str, value: float) -> No
 def test_unknown_limit_is_refused_naming_it() -> None:
     with pytest.raises(ValidationError, match="max_rate_mib_per_hour"):
         LeakLimits.model_validate({"max_rate_mib_per_hour": 64.0})
+
+
+def test_a_workload_prepared_again_on_a_higher_floor_is_no_leak() -> None:
+    # The demo's CPU worker: two 45 s runs of train, the second settling 30 MiB higher (the heap the gemm run
+    # between them left behind), each flat with its own noise.
+    time_s = START_S + np.arange(0.0, 180.0, 1.0)
+    rng = np.random.default_rng(18)
+    rss = np.where(time_s < START_S + 100.0, 553 * MIB, 583 * MIB) + rng.normal(0.0, 10 * MIB, time_s.size)
+    runs = {"train": [(START_S + 40.0, START_S + 72.0), (START_S + 130.0, START_S + 162.0)]}
+    telemetry = DeviceTelemetry(
+        device="vm/cpu0",
+        node="vm",
+        vendor="cpu",
+        model="CPU",
+        memory_total_bytes=None,
+        start_s=START_S,
+        warmup_end_s=START_S + 15.0,
+        end_s=float(time_s[-1]),
+        sample_interval_s=1.0,
+        series={"process.rss_bytes": Series(time_s, rss)},
+        steady_windows=runs,
+    )
+
+    assert alarms(detect_leaks(telemetry, LeakLimits())) == []
