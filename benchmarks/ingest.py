@@ -42,9 +42,10 @@ from soak.config import Settings
 from soak.db import make_engine, session_factory
 from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.nodes.service import register_node
+from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.schemas import TelemetryBatch
 from soak.telemetry.service import ingest
-from soak.telemetry.writer import COPY_TYPES, SAMPLE_COLUMNS, SampleRow, copy_samples, insert_samples
+from soak.telemetry.writer import COPY_TYPES, SAMPLE_COLUMNS, StoredRow, copy_samples, insert_samples
 
 TOKEN = "soak-benchmark-token-0123456789abcdefghijklmnop"
 DEVICES_PER_NODE = 8
@@ -114,7 +115,7 @@ def stored_samples(url: str, node_ids: list[int]) -> int:
 # 1. The writer alone.
 
 
-def copy_raw(session: Session, table: str, rows: list[SampleRow], *, binary: bool) -> None:
+def copy_raw(session: Session, table: str, rows: list[StoredRow], *, binary: bool) -> None:
     """COPY into any table of the sample table's shape, in either format."""
     driver_connection = session.connection().connection.driver_connection
     assert isinstance(driver_connection, psycopg.Connection)
@@ -136,12 +137,15 @@ def writer_paths(url: str, node_id: int) -> None:
     with engine.connect() as connection:
         statement = text("SELECT id FROM device WHERE node_id = :node_id ORDER BY id")
         device_ids = [int(device_id) for device_id in connection.execute(statement, {"node_id": node_id}).scalars()]
-    rows: list[SampleRow] = [
+    with session_factory(engine)() as session:
+        ids = metric_ids(session=session, names=METRICS)
+        session.commit()
+    rows: list[StoredRow] = [
         (
             None,
             node_id,
             device_ids[index % len(device_ids)],
-            METRICS[index % len(METRICS)],
+            ids[METRICS[index % len(METRICS)]],
             START_S + index,
             index + 0.5,
         )

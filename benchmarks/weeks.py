@@ -28,10 +28,11 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from soak.db import make_engine, session_factory
+from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.partitions import DAY_S, create_daily_partition
 from soak.telemetry.series import SeriesOut, read_series
 from soak.telemetry.summaries import campaign_summaries
-from soak.telemetry.writer import SampleRow, copy_samples
+from soak.telemetry.writer import StoredRow, copy_samples
 
 START_S = 1_795_046_400  # 2026-11-18 00:00 UTC
 ROUNDS = 5
@@ -69,9 +70,17 @@ def create_fleet(session: Session, *, devices: int, metrics: int) -> int:
     ).one()
     session.execute(
         text(
+            "INSERT INTO metric_name (name) "
+            "SELECT 'device.metric_' || lpad(m::text, 2, '0') FROM generate_series(0, :last) m"
+        ),
+        {"last": metrics - 1},
+    )
+    session.execute(
+        text(
             "CREATE TEMPORARY TABLE generated_series AS "
-            "SELECT device.id AS device_id, device.index AS device_index, m AS metric_index, "
-            "'device.metric_' || lpad(m::text, 2, '0') AS metric FROM device, generate_series(0, :last) m"
+            "SELECT device.id AS device_id, device.index AS device_index, m AS metric_index, metric_name.id AS "
+            "metric_id FROM device, generate_series(0, :last) m "
+            "JOIN metric_name ON metric_name.name = 'device.metric_' || lpad(m::text, 2, '0')"
         ),
         {"last": metrics - 1},
     )
@@ -85,8 +94,8 @@ def generate_raw(session: Session, *, campaign_id: int, from_s: int, to_s: int) 
         create_daily_partition(session=session, day_start_s=day_start_s)
         session.execute(
             text(
-                "INSERT INTO sample (campaign_id, node_id, device_id, metric, time_s, value) "
-                f"SELECT :campaign_id, 1, device_id, metric, t, {VALUE_SQL.format(t='t')} "
+                "INSERT INTO sample (campaign_id, node_id, device_id, metric_id, time_s, value) "
+                f"SELECT :campaign_id, 1, device_id, metric_id, t, {VALUE_SQL.format(t='t')} "
                 "FROM generate_series(:low, :high - 1) t, generated_series ORDER BY t"
             ),
             {"campaign_id": campaign_id, "low": max(from_s, day_start_s), "high": min(to_s, day_start_s + DAY_S)},
@@ -99,13 +108,13 @@ def generate_rollups(session: Session, *, campaign_id: int, days: int) -> None:
     for table, bucket_length_s in (("rollup_1m", 60), ("rollup_1h", 3600)):
         session.execute(
             text(
-                f"INSERT INTO {table} (campaign_id, device_id, metric, bucket_s, count, min_value, max_value, "
+                f"INSERT INTO {table} (campaign_id, device_id, metric_id, bucket_s, count, min_value, max_value, "
                 "sum_value, last_time_s, last_value) "
-                f"SELECT :campaign_id, device_id, metric, b, {bucket_length_s}, "
+                f"SELECT :campaign_id, device_id, metric_id, b, {bucket_length_s}, "
                 f"{VALUE_SQL.format(t='b')} - 1, {VALUE_SQL.format(t='b')} + 1, "
                 f"{bucket_length_s} * {VALUE_SQL.format(t='b')}, b + {bucket_length_s - 1}, "
                 f"{VALUE_SQL.format(t=f'b + {bucket_length_s - 1}')} "
-                "FROM generated_series, generate_series(:low, :high - 1, :step) b ORDER BY device_id, metric, b"
+                "FROM generated_series, generate_series(:low, :high - 1, :step) b ORDER BY device_id, metric_id, b"
             ),
             {"campaign_id": campaign_id, "low": START_S, "high": START_S + days * DAY_S, "step": bucket_length_s},
         )
@@ -122,9 +131,10 @@ def copy_rate_rows_per_s(session: Session, *, campaign_id: int, day: int, rows: 
     day_start_s = START_S + day * DAY_S
     rates = []
     for round_index in range(3):
-        batch: list[SampleRow] = [
-            (campaign_id, 1, device_ids[i % len(device_ids)], f"bench.copy_{round_index}", day_start_s + i / 16, 1.0)
-            for i in range(rows)
+        metric = f"bench.copy_{round_index}"
+        metric_id = metric_ids(session=session, names=[metric])[metric]
+        batch: list[StoredRow] = [
+            (campaign_id, 1, device_ids[i % len(device_ids)], metric_id, day_start_s + i / 16, 1.0) for i in range(rows)
         ]
         elapsed_s = timed(lambda batch=batch: (copy_samples(session=session, rows=batch), session.commit()))
         rates.append(rows / elapsed_s)

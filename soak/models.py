@@ -4,7 +4,7 @@ from soak.campaigns.models import Campaign, WorkloadRun
 from soak.db import Base
 from soak.findings.models import Finding
 from soak.nodes.models import Device, Node
-from soak.telemetry.models import Event, IngestedBatch, Sample
+from soak.telemetry.models import Event, IngestedBatch, MetricName, Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, RollupState
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Finding",
     "HourRollup",
     "IngestedBatch",
+    "MetricName",
     "MinuteRollup",
     "Node",
     "RollupState",

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
-from soak.db import make_engine
+from soak.db import make_engine, session_factory
 from soak.migrations import downgrade, include_in_autogenerate, upgrade
-from soak.models import Base
+from soak.models import Base, Campaign, Device, Node, Sample
+from soak.telemetry.summaries import campaign_summaries
 
 SOAK_TABLES = {
     "campaign",
     "workload_run",
     "node",
     "device",
+    "metric_name",
     "sample",
     "event",
     "ingested_batch",
@@ -64,3 +66,59 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
         engine.dispose()
 
     assert differences == [], f"the models drifted from the migrations; write a new revision: {differences}"
+
+
+def test_metric_names_become_ids_and_back_keeping_every_sample_and_rollup(blank_database_url: str) -> None:
+    before_metric_ids = "0004"
+    upgrade(blank_database_url, before_metric_ids)
+    engine = make_engine(blank_database_url)
+    samples = [(1, 1, None, "host.load_1m", 86_400.0 + i, float(i)) for i in range(3)]
+    samples += [(1, 1, 1, "device.temperature_c", 2 * 86_400.0 + i, 50.0 + i) for i in range(2)]
+    rollup = (1, 1, "device.temperature_c", 2 * 86_400, 2, 50.0, 51.0, 101.0, 2 * 86_400.0 + 1, 51.0)
+    rollup_columns = (
+        "campaign_id, device_id, metric, bucket_s, count, min_value, max_value, sum_value, last_time_s, last_value"
+    )
+
+    def stored() -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        with engine.connect() as connection:
+            sample_rows = connection.execute(
+                text("SELECT campaign_id, node_id, device_id, metric, time_s, value FROM sample ORDER BY id")
+            ).all()
+            rollup_rows = connection.execute(text(f"SELECT {rollup_columns} FROM rollup_1h")).all()
+        return [tuple(row) for row in sample_rows], [tuple(row) for row in rollup_rows]
+
+    try:
+        with session_factory(engine)() as session:
+            # The campaign, node and device tables are the same at 0004 as the models are.
+            session.add(Campaign(id=1, name="c", plan={}, plan_digest="0" * 64))
+            session.add(Node(id=1, name="n", hostname="h", inbox_dir="/i", sim_state_dir="/s"))
+            session.flush()
+            session.add(Device(id=1, node_id=1, name="d", backend="sim", vendor="sim", model="m"))
+            session.flush()
+            for row in samples:
+                columns = "campaign_id, node_id, device_id, metric, time_s, value"
+                statement = text(f"INSERT INTO sample ({columns}) VALUES (:c, :n, :d, :m, :t, :v)")
+                session.execute(statement, dict(zip("cndmtv", row, strict=True)))
+            values = ", ".join(f":v{i}" for i in range(len(rollup)))
+            session.execute(
+                text(f"INSERT INTO rollup_1h ({rollup_columns}) VALUES ({values})"),
+                {f"v{i}": v for i, v in enumerate(rollup)},
+            )
+            session.commit()
+        assert stored() == (samples, [rollup])
+
+        upgrade(blank_database_url)
+        with session_factory(engine)() as session:
+            kept = session.execute(
+                select(
+                    Sample.campaign_id, Sample.node_id, Sample.device_id, Sample.metric, Sample.time_s, Sample.value
+                ).order_by(Sample.id)
+            ).all()
+            assert [tuple(row) for row in kept] == samples
+            [summary] = campaign_summaries(session=session, campaign_id=1)
+            assert (summary.metric, summary.count, summary.mean) == ("device.temperature_c", 2, 50.5)
+
+        downgrade(blank_database_url, before_metric_ids)
+        assert stored() == (samples, [rollup])
+    finally:
+        engine.dispose()

@@ -30,6 +30,7 @@ from soak.offline.lines import DeviceFacts, ImportRefused, Line, Problem
 from soak.offline.long_csv import LongCsv
 from soak.offline.nvidia_smi_csv import NvidiaSmiCsv
 from soak.plan import Plan, PlanError, parse_plan
+from soak.telemetry.metric_names import metric_ids_known
 from soak.telemetry.models import Sample
 from soak.telemetry.schemas import NAME_PATTERN
 from soak.telemetry.writer import SampleRow, write_samples
@@ -342,18 +343,22 @@ class _Importer:
         series: dict[tuple[int, int | None, str], list[_Pending]] = {}
         for sample in pending:
             series.setdefault((sample.node_id, sample.device_id, sample.metric), []).append(sample)
+        ids = metric_ids_known(session=self.session, names={metric for _, _, metric in series})
         fresh: list[_Pending] = []
         for (node_id, device_id, metric), samples in series.items():
-            times = [sample.time_s for sample in samples]
-            statement = select(Sample.time_s).where(
-                Sample.campaign_id == campaign_id,
-                Sample.device_id.is_(None) if device_id is None else Sample.device_id == device_id,
-                Sample.metric == metric,
-                Sample.node_id == node_id,
-                Sample.time_s >= min(times),
-                Sample.time_s <= max(times),
-            )
-            stored = set(self.session.scalars(statement))
+            stored: set[float] = set()
+            # A metric no sample ever had has none stored.
+            if metric in ids:
+                times = [sample.time_s for sample in samples]
+                statement = select(Sample.time_s).where(
+                    Sample.campaign_id == campaign_id,
+                    Sample.device_id.is_(None) if device_id is None else Sample.device_id == device_id,
+                    Sample.metric_id == ids[metric],
+                    Sample.node_id == node_id,
+                    Sample.time_s >= min(times),
+                    Sample.time_s <= max(times),
+                )
+                stored.update(self.session.scalars(statement))
             for sample in samples:
                 if sample.time_s in stored:
                     self.report.samples_already_stored += 1

@@ -22,7 +22,7 @@ class Rollup(Base):
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("device.id", ondelete="CASCADE"), primary_key=True)
-    metric: Mapped[str] = mapped_column(String(96), primary_key=True)
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metric_name.id"), primary_key=True)
     bucket_s: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     min_value: Mapped[float] = mapped_column(Float)

@@ -102,7 +102,7 @@ def _insert_for(dialect_name: str) -> Any:
 def _merge(rollup: type[Rollup], *, after_id: int, through_id: int, dialect_name: str) -> Any:
     """INSERT … SELECT the buckets of samples (after_id, through_id], merged into existing buckets on conflict."""
     bucket_s = floor_integer(Sample.time_s / rollup.bucket_length_s, dialect_name=dialect_name) * rollup.bucket_length_s
-    identity = (Sample.campaign_id, Sample.device_id, Sample.metric, bucket_s)
+    identity = (Sample.campaign_id, Sample.device_id, Sample.metric_id, bucket_s)
     # The latest sample of its bucket ranks 1; of two at the same time, the one stored later.
     recency = func.row_number().over(partition_by=identity, order_by=(Sample.time_s.desc(), Sample.id.desc()))
     fresh = (
@@ -115,7 +115,7 @@ def _merge(rollup: type[Rollup], *, after_id: int, through_id: int, dialect_name
         )
         .subquery()
     )
-    key = (fresh.c.campaign_id, fresh.c.device_id, fresh.c.metric, fresh.c.bucket_s)
+    key = (fresh.c.campaign_id, fresh.c.device_id, fresh.c.metric_id, fresh.c.bucket_s)
     buckets = select(
         *key,
         func.count(),
@@ -125,7 +125,7 @@ def _merge(rollup: type[Rollup], *, after_id: int, through_id: int, dialect_name
         func.max(fresh.c.time_s),
         func.max(case((fresh.c.recency == 1, fresh.c.value))),
     ).group_by(*key)
-    columns = ["campaign_id", "device_id", "metric", "bucket_s", "count", "min_value", "max_value", "sum_value"]
+    columns = ["campaign_id", "device_id", "metric_id", "bucket_s", "count", "min_value", "max_value", "sum_value"]
     statement = _insert_for(dialect_name)(rollup).from_select([*columns, "last_time_s", "last_value"], buckets)
     new = statement.excluded
     return statement.on_conflict_do_update(

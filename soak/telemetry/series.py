@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from soak.db import floor_integer
 from soak.nodes.models import Device
+from soak.telemetry.metric_names import metric_id
 from soak.telemetry.models import Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
 from soak.telemetry.rollups import ROLLED_UP_TABLE
@@ -89,10 +90,14 @@ def read_series(
             f"step: {step_s:g} s cuts the range into {points:.0f} points, more than {MAX_POINTS}; "
             f"use a step of at least {math.ceil((to_s - from_s) / MAX_POINTS)} s"
         )
+    stored_metric_id = metric_id(session=session, name=metric)
+    if stored_metric_id is None:
+        no_samples = None if step_s <= sample_interval_s else step_s
+        return _series_out(campaign_id, device, metric, from_s, to_s, step_s=no_samples, source="raw", points=[])
     where = (
         Sample.campaign_id == campaign_id,
         Sample.device_id == device_id,
-        Sample.metric == metric,
+        Sample.metric_id == stored_metric_id,
         Sample.time_s >= from_s,
         Sample.time_s < to_s,
     )
@@ -112,7 +117,7 @@ def read_series(
         ).where(
             rollup.campaign_id == campaign_id,
             rollup.device_id == device_id,
-            rollup.metric == metric,
+            rollup.metric_id == stored_metric_id,
             rollup.bucket_s >= from_s,
             rollup.bucket_s < whole_end_s,
         )

@@ -16,7 +16,7 @@ from soak.analysis.series import Series
 from soak.campaigns.models import Campaign
 from soak.nodes.models import Device, Node
 from soak.plan import field_path
-from soak.telemetry.models import Event, IngestedBatch, Sample
+from soak.telemetry.models import Event, IngestedBatch, MetricName, Sample
 from soak.telemetry.schemas import EventIn, IngestResult, Rejected, SampleIn, TelemetryBatch
 from soak.telemetry.writer import SampleRow, write_samples
 
@@ -175,9 +175,10 @@ def record_event(
 def device_series(*, session: Session, campaign_id: int, device_id: int) -> dict[str, Series]:
     """Every metric of one device over a campaign, each ordered by time, in one query."""
     statement = (
-        select(Sample.metric, Sample.time_s, Sample.value)
+        select(MetricName.name, Sample.time_s, Sample.value)
+        .join(MetricName, MetricName.id == Sample.metric_id)
         .where(Sample.campaign_id == campaign_id, Sample.device_id == device_id)
-        .order_by(Sample.metric, Sample.time_s)
+        .order_by(MetricName.name, Sample.time_s)
     )
     rows = session.execute(statement).all()
     if not rows:

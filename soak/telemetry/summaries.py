@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from soak.nodes.models import Device
+from soak.telemetry.models import MetricName
 from soak.telemetry.rollup_models import HourRollup
 
 
@@ -30,7 +31,7 @@ def campaign_summaries(*, session: Session, campaign_id: int) -> list[MetricSumm
     totals = (
         select(
             HourRollup.device_id,
-            HourRollup.metric,
+            HourRollup.metric_id,
             func.sum(HourRollup.count).label("count"),
             func.sum(HourRollup.sum_value).label("sum"),
             func.min(HourRollup.min_value).label("low"),
@@ -38,14 +39,14 @@ def campaign_summaries(*, session: Session, campaign_id: int) -> list[MetricSumm
             func.max(HourRollup.last_time_s).label("last_time_s"),
         )
         .where(HourRollup.campaign_id == campaign_id)
-        .group_by(HourRollup.device_id, HourRollup.metric)
+        .group_by(HourRollup.device_id, HourRollup.metric_id)
         .subquery()
     )
     # The latest value is the one of the hour whose last sample is the latest.
     rows = session.execute(
         select(
             Device.name,
-            totals.c.metric,
+            MetricName.name,
             totals.c.count,
             totals.c.sum,
             totals.c.low,
@@ -54,14 +55,15 @@ def campaign_summaries(*, session: Session, campaign_id: int) -> list[MetricSumm
             HourRollup.last_value,
         )
         .join(Device, Device.id == totals.c.device_id)
+        .join(MetricName, MetricName.id == totals.c.metric_id)
         .join(
             HourRollup,
             (HourRollup.campaign_id == campaign_id)
             & (HourRollup.device_id == totals.c.device_id)
-            & (HourRollup.metric == totals.c.metric)
+            & (HourRollup.metric_id == totals.c.metric_id)
             & (HourRollup.last_time_s == totals.c.last_time_s),
         )
-        .order_by(Device.name, totals.c.metric)
+        .order_by(Device.name, MetricName.name)
     ).all()
     return [
         MetricSummary(

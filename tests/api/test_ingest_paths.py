@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session, UOWTransaction
 from soak.nodes.models import Device, Node
 from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.nodes.service import register_node
+from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.models import IngestedBatch, Sample
 from soak.telemetry.schemas import TelemetryBatch
 from soak.telemetry.service import ingest
-from soak.telemetry.writer import SampleRow, copy_samples, insert_samples
+from soak.telemetry.writer import SampleRow, StoredRow, copy_samples, insert_samples
 
 TELEMETRY = "/api/v1/telemetry"
 NOW_S = 1_795_000_000.123456
@@ -101,12 +102,14 @@ def test_copy_and_executemany_store_the_same_rows_on_postgres(session: Session, 
         (None, node.id, device_id, "device.power_w", NOW_S + i, v) for i, v in enumerate(AWKWARD_VALUES)
     ]
     rows.append((None, node.id, None, LONGEST_METRIC, NOW_S, 1.0))
+    ids = metric_ids(session=session, names={row[3] for row in rows})
+    stored_rows: list[StoredRow] = [(c, n, d, ids[metric], t, v) for c, n, d, metric, t, v in rows]
 
-    copy_samples(session=session, rows=rows)
+    copy_samples(session=session, rows=stored_rows)
     session.commit()
     through_copy = stored(engine)
     session.execute(delete(Sample))
-    insert_samples(session=session, rows=rows)
+    insert_samples(session=session, rows=stored_rows)
     session.commit()
 
     assert through_copy == stored(engine) == rows

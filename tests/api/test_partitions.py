@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from soak.db import make_engine, session_factory
@@ -187,15 +187,15 @@ def test_the_migration_carries_samples_into_day_partitions_and_back(blank_databa
             )
             times_s = [TODAY_S - DAY_S + 5.0, TODAY_S + 5.0, TODAY_S + 6.0]
             rows = [{"node_id": 1, "metric": "host.load_1m", "time_s": t, "value": t} for t in times_s]
-            connection.execute(insert(Sample), rows)
+            connection.execute(INSERT_BY_NAME, rows)
         before = stored_rows(engine)
 
-        upgrade(blank_database_url)
+        upgrade(blank_database_url, "0004")
         with session_factory(engine)() as session:
             assert stored_rows(engine) == before
             if session.get_bind().dialect.name == "postgresql":
                 assert set(partition_of_each_time(session).values()) == {"sample_p20260921", "sample_p20260922"}
-            session.execute(insert(Sample).values(node_id=1, metric="host.load_1m", time_s=NOW_S, value=1.0))
+            session.execute(INSERT_BY_NAME, {"node_id": 1, "metric": "host.load_1m", "time_s": NOW_S, "value": 1.0})
             session.commit()
         after = stored_rows(engine)
         # A new sample's id follows the old ones: the sequence (or SQLite's counter) was carried over.
@@ -205,6 +205,10 @@ def test_the_migration_carries_samples_into_day_partitions_and_back(blank_databa
         assert stored_rows(engine) == after
     finally:
         engine.dispose()
+
+
+# The sample table as revisions 0003 and 0004 shape it, with the metric's name in each row.
+INSERT_BY_NAME = text("INSERT INTO sample (node_id, metric, time_s, value) VALUES (:node_id, :metric, :time_s, :value)")
 
 
 def stored_rows(engine: Engine) -> list[tuple[Any, ...]]:

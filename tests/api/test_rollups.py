@@ -22,7 +22,7 @@ from soak.campaigns.models import Campaign
 from soak.db import session_factory
 from soak.nodes.models import Device, Node
 from soak.telemetry.maintenance import MaintenanceLoop
-from soak.telemetry.models import Sample
+from soak.telemetry.models import MetricName, Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
 from soak.telemetry.rollups import ROLLED_UP_TABLE, roll_up
 from soak.telemetry.summaries import campaign_summaries
@@ -108,7 +108,7 @@ def stored(session: Session, rollup: type[Rollup]) -> dict[Bucket, tuple[int, fl
     rows = session.execute(
         select(
             rollup.device_id,
-            rollup.metric,
+            MetricName.name,
             rollup.bucket_s,
             rollup.count,
             rollup.min_value,
@@ -116,7 +116,7 @@ def stored(session: Session, rollup: type[Rollup]) -> dict[Bucket, tuple[int, fl
             rollup.sum_value,
             rollup.last_time_s,
             rollup.last_value,
-        )
+        ).join(MetricName, MetricName.id == rollup.metric_id)
     )
     return {(devices[device_id], metric, bucket_s): tuple(rest) for device_id, metric, bucket_s, *rest in rows}
 
@@ -212,7 +212,7 @@ def test_a_sample_committed_after_a_higher_id_is_still_rolled_up(
                 campaign_id=sent.campaign_id,
                 node_id=node_id,
                 device_id=device_id,
-                metric=slow["metric"],
+                metric_id=session.scalars(select(MetricName.id).where(MetricName.name == slow["metric"])).one(),
                 time_s=slow["time_s"],
                 value=slow["value"],
             )
