@@ -55,6 +55,11 @@ MIN_NOISE_SHARE_OF_DROP = 0.1
 # standard deviation's on normal data).
 NOISE_BOUND_TAIL = 0.05
 MAD_EFFICIENCY = 0.37
+# No block adds more than this share of the threshold to the CUSUM (a clip, as robust CUSUMs use): drift is
+# sustained, so an alarm takes at least this many slow blocks, however slow one of them is. A pause of the host
+# shows as one block at half speed, and short blocks (a campaign of minutes, charted on seconds) make such
+# blocks common. Clipping only lowers the sum, so the in-control false-alarm rate can only fall.
+MIN_ALARM_BLOCKS = 3
 # Condition number (largest over smallest eigenvalue) of the harmonic fit's normal equations above which the
 # cycle is not fitted: a history that covers the whole day gives 2, one that covers half of it about 25.
 MAX_FIT_CONDITION = 50.0
@@ -251,7 +256,8 @@ def _drift(blocks: BlockMeans, limits: DriftLimits, *, subject: str) -> _Drift |
     threshold = np.array([chart.threshold_ratio for chart in charts])[chart_of_block]
 
     ratio = relative[baseline_blocks:] / expected
-    increments = (1.0 - ratio) - 0.5 * limits.min_detectable_drop - extra_allowance
+    excess = (1.0 - ratio) - 0.5 * limits.min_detectable_drop - extra_allowance
+    increments = np.minimum(excess, threshold / MIN_ALARM_BLOCKS)
     # Page's CUSUM max(0, S + x) is the running sum less its running minimum (floored at zero): vectorised,
     # it screens the common healthy series, and is exactly the chart up to its first alarm.
     running = np.cumsum(increments)
