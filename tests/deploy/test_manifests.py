@@ -302,6 +302,14 @@ def _env_file(path: Path) -> dict[str, str | None]:
     return {name: value for name, value in pairs}
 
 
+def _interpolated(value: str) -> str | None:
+    """A compose value as the default it falls back to (`${X:-default}`), None where the user must set it."""
+    if "${" not in value:
+        return value
+    default = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return default[1] if default else None
+
+
 def _environments() -> Iterator[tuple[str, dict[str, str | None]]]:
     """Every environment a soak process is given: Kubernetes containers, compose services, systemd env files."""
     for overlay in OVERLAYS:
@@ -310,7 +318,7 @@ def _environments() -> Iterator[tuple[str, dict[str, str | None]]]:
     for path in COMPOSE_FILES:
         for service, spec in _compose(path).get("services", {}).items():
             environment = spec.get("environment", {})
-            yield f"{path.name}: {service}", {key: None if "${" in str(v) else str(v) for key, v in environment.items()}
+            yield f"{path.name}: {service}", {key: _interpolated(str(v)) for key, v in environment.items()}
     for path in sorted((DEPLOY / "systemd").glob("*.env.example")):
         yield path.name, _env_file(path)
 
@@ -326,7 +334,10 @@ def test_every_soak_variable_is_a_real_setting_with_a_valid_value(monkeypatch: p
                 monkeypatch.delenv(name)
         for name, value in environment.items():
             if name.startswith("SOAK_"):
-                monkeypatch.setenv(name, TOKEN if name == "SOAK_API_TOKEN" or value is None else value)
+                if name == "SOAK_API_TOKEN":
+                    monkeypatch.setenv(name, TOKEN)
+                elif value is not None:  # a secret or a field of the pod: given at run time
+                    monkeypatch.setenv(name, value)
         if environment.keys() & controller - {"SOAK_API_TOKEN"}:
             Settings()
         if environment.keys() & agent:
@@ -432,3 +443,11 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         units.append(str(copy))
     result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), result.stderr
+
+
+def test_deploy_guide_names_files_that_exist() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    named = set(re.findall(r"(?<![\w/])((?:deploy|examples|dashboards)/[\w./-]*\w)", guide))
+    assert named
+    missing = sorted(path for path in named if not (ROOT / path).exists() and not (K8S / path).exists())
+    assert not missing, f"docs/deploy.md names files that do not exist: {missing}"
