@@ -415,6 +415,9 @@ def test_dockerfile_copies_what_exists_and_runs_soak() -> None:
             assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
             assert source in kept, f"COPY {source}: the .dockerignore leaves it out of the build context"
     assert {"soak", "agents", "alembic", "pyproject.toml"} <= {s for words in copies for s in words[:-1]}
+    # The image pins the Ray that the RayCluster declares: a client or node of another version cannot join.
+    (cluster,) = _by_kind(_rendered("external-postgres"), "RayCluster")
+    assert f'RAY_SPEC="ray[default]=={cluster["spec"]["rayVersion"]}"' in parser.content
     instructions = {item["instruction"]: item["value"] for item in parser.structure}
     assert json.loads(instructions["ENTRYPOINT"]) == ["soak"]
     assert json.loads(instructions["CMD"])[0] in _cli_commands()
