@@ -151,12 +151,8 @@ def test_every_rendered_object_is_valid(overlay: str) -> None:
     documents = _rendered(overlay)
     kinds = {document["kind"] for document in documents}
     assert {"RayCluster", "DaemonSet", "Deployment", "Service", "PodMonitor", "ConfigMap"} <= kinds
-    found = {
-        f"{document['kind']} {document['metadata']['name']}": problems(document)
-        for document in documents
-        if problems(document)
-    }
-    assert not found, found
+    found = {f"{document['kind']} {document['metadata']['name']}": problems(document) for document in documents}
+    assert not {name: found_problems for name, found_problems in found.items() if found_problems}
 
 
 @pytest.mark.parametrize(
