@@ -1,4 +1,5 @@
-"""Write dashboards/json/<uid>.json for every dashboard, or with --check fail when the committed files differ."""
+"""Write dashboards/json/<uid>.json for every dashboard (and the Kubernetes copy), or with --check fail when the
+committed files differ."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from dashboards.fleet_overview import FLEET_OVERVIEW
 
 DASHBOARDS: tuple[Dashboard, ...] = (FLEET_OVERVIEW, DEVICE_DETAIL, CAMPAIGN_OVER_WEEKS, ERRORS)
 JSON_DIR = Path(__file__).resolve().parent / "json"
+# kustomize reads files only below its kustomization, so the Kubernetes deployment carries a copy of its own.
+K8S_DIR = Path(__file__).resolve().parent.parent / "deploy" / "k8s" / "base" / "grafana" / "dashboards"
+OUTPUT_DIRS = (JSON_DIR, K8S_DIR)
 
 
 def render(dashboard: Dashboard) -> str:
@@ -40,18 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.generate", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 when dashboards/json differs from the code")
     args = parser.parse_args(argv)
+    root = JSON_DIR.parent.parent
     if args.check:
-        stale = stale_files()
-        for name in stale:
-            print(f"dashboards/json/{name} is stale; run: python -m dashboards.generate", file=sys.stderr)
+        stale = [(directory, name) for directory in OUTPUT_DIRS for name in stale_files(directory)]
+        for directory, name in stale:
+            where = (directory / name).relative_to(root)
+            print(f"{where} is stale; run: python -m dashboards.generate", file=sys.stderr)
         return 1 if stale else 0
-    JSON_DIR.mkdir(exist_ok=True)
     expected = rendered()
-    for name, text in expected.items():
-        (JSON_DIR / name).write_text(text)
-    for path in JSON_DIR.glob("*.json"):
-        if path.name not in expected:
-            path.unlink()
+    for directory in OUTPUT_DIRS:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in expected.items():
+            (directory / name).write_text(text)
+        for path in directory.glob("*.json"):
+            if path.name not in expected:
+                path.unlink()
     return 0
 
 
