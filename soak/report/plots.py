@@ -1,0 +1,281 @@
+"""The report's figures, drawn with matplotlib (Agg) into PNGs, with axes and units.
+
+Devices with a warning or critical finding are drawn in colour and named in the legend; the others are thin grey
+lines, so that a fleet of dozens stays readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from soak.report.figures import MIB, leak_rate_mib_per_hour
+from soak.report.model import DeviceFigures, FindingEntry, Plot
+from soak.report.store import CampaignData, Curve
+
+WIDTH_IN, HEIGHT_IN, DPI = 10.0, 3.4, 100
+GREY = "#b0b0b0"
+SEVERITY_COLOURS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+THROTTLE_COLOURS = ["#ef6c00", "#c62828", "#6a1b9a", "#1565c0", "#2e7d32", "#795548", "#00838f", "#9e9e9e"]
+
+
+@contextmanager
+def _figure(rows: int = 1) -> Iterator[tuple[Figure, list[Axes]]]:
+    figure, axes = plt.subplots(rows, 1, figsize=(WIDTH_IN, HEIGHT_IN * rows), dpi=DPI, squeeze=False)
+    try:
+        yield figure, [row[0] for row in axes]
+    finally:
+        plt.close(figure)
+
+
+def _png(figure: Figure) -> str:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _hours(data: CampaignData, curve: Curve) -> np.ndarray:
+    return (curve.time_s - data.start_s) / 3600.0
+
+
+def _flagged(findings: list[FindingEntry]) -> set[str]:
+    return {f.device for f in findings if f.device is not None and f.severity in ("critical", "warning")}
+
+
+def _draw_devices(axes: Axes, data: CampaignData, metric: str, flagged: set[str], scale: float = 1.0) -> int:
+    """Plot one metric of every device; how many devices had it."""
+    drawn, grey_labelled = 0, False
+    for device, _ in data.devices:
+        curve = data.curve(device.name, metric)
+        if len(curve) == 0:
+            continue
+        drawn += 1
+        if device.name in flagged:
+            axes.plot(_hours(data, curve), curve.mean * scale, linewidth=1.4, label=device.name)
+        else:
+            axes.plot(
+                _hours(data, curve),
+                curve.mean * scale,
+                color=GREY,
+                linewidth=0.7,
+                label=None if grey_labelled else "devices without findings",
+            )
+            grey_labelled = True
+    return drawn
+
+
+def _finish(axes: Axes, ylabel: str, title: str) -> None:
+    axes.set_xlabel("hours since campaign start (h)")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="best", ncol=2)
+
+
+def throughput_plot(data: CampaignData, figures: list[DeviceFigures], flagged: set[str]) -> Plot | None:
+    """Throughput per workload over time, with the fleet's baseline band."""
+    workloads = sorted({(t.workload, t.unit) for device in figures for t in device.throughput})
+    if not workloads:
+        return None
+    ratio = data.plan.acceptance.throughput.min_sustained_throughput_ratio
+    with _figure(len(workloads)) as (figure, axes_list):
+        for axes, (workload, unit) in zip(axes_list, workloads, strict=True):
+            _draw_devices(axes, data, f"throughput.{workload}", flagged)
+            baseline = float(
+                np.median([t.sustained for device in figures for t in device.throughput if t.workload == workload])
+            )
+            axes.axhspan(baseline * ratio, baseline, color="#2e7d32", alpha=0.12, label=f"baseline band ({ratio:.0%})")
+            axes.axhline(baseline, color="#2e7d32", linewidth=0.8)
+            _finish(axes, unit, f"{workload}: throughput per device")
+        png = _png(figure)
+    return Plot(
+        key="throughput",
+        title="Throughput over time",
+        caption=(
+            f"Step means every {data.step_s:g} s. Green band: from the fleet's median sustained throughput down to "
+            f"{ratio:.0%} of it (the plan's min_sustained_throughput_ratio)."
+        ),
+        png_base64=png,
+    )
+
+
+def memory_plot(data: CampaignData, figures: list[DeviceFigures], findings: list[FindingEntry]) -> Plot | None:
+    """Device memory and host RSS of each worker, with the fitted trend of each device a leak finding names."""
+    panels = [
+        ("worker.memory_allocated_bytes", "allocated device memory (MiB)", "Device memory held by the worker"),
+        ("process.rss_bytes", "worker resident memory (MiB)", "Host memory (RSS) of the worker"),
+    ]
+    panels = [panel for panel in panels if any(data.summary(d.name, panel[0]) for d, _ in data.devices)]
+    if not panels:
+        return None
+    leaking = {(f.device, f.subject) for f in findings if f.kind == "memory_leak" and f.device is not None}
+    with _figure(len(panels)) as (figure, axes_list):
+        for axes, (metric, ylabel, title) in zip(axes_list, panels, strict=True):
+            _draw_devices(axes, data, metric, {device for device, subject in leaking if subject == metric}, 1.0 / MIB)
+            for device in figures:
+                curve = data.curve(device.device, metric).after(data.warmup_end_s)
+                rate = leak_rate_mib_per_hour(curve)
+                if (device.device, metric) not in leaking or rate is None:
+                    continue
+                hours = _hours(data, curve)
+                level = float(np.median(curve.mean / MIB - rate * hours))
+                axes.plot(hours, level + rate * hours, color="black", linestyle="--", linewidth=1.2)
+                axes.annotate(f"{device.device}: {rate:+.3g} MiB/h", (hours[-1], level + rate * hours[-1]), fontsize=7)
+            _finish(axes, ylabel, title)
+        png = _png(figure)
+    return Plot(
+        key="memory",
+        title="Memory with fitted leak trend",
+        caption=(
+            "Coloured: devices with a memory-leak finding on that series; dashed: their Theil–Sen trend after warm-up "
+            "over the whole campaign (the detector judges trailing windows, so its rate can be steeper)."
+        ),
+        png_base64=png,
+    )
+
+
+def thermal_power_plot(data: CampaignData, flagged: set[str]) -> Plot | None:
+    """Temperature against the slowdown threshold, and power against its limit."""
+    with _figure(2) as (figure, (temperature_axes, power_axes)):
+        drawn = _draw_devices(temperature_axes, data, "device.temperature_c", flagged)
+        drawn += _draw_devices(power_axes, data, "device.power_w", flagged)
+        if drawn == 0:
+            return None
+        slowdown = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.temperature_slowdown_c"))]
+        if slowdown:
+            threshold = float(np.median(slowdown))
+            margin = data.plan.acceptance.thermal.min_temperature_margin_c
+            temperature_axes.axhline(threshold, color="#c62828", linewidth=1.0, label=f"slowdown {threshold:g} °C")
+            temperature_axes.axhline(
+                threshold - margin, color="#ef6c00", linestyle="--", linewidth=1.0, label=f"margin {margin:g} °C"
+            )
+        limits = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.power_limit_w"))]
+        if limits:
+            power_axes.axhline(float(np.median(limits)), color="#c62828", linewidth=1.0, label="power limit")
+        _finish(temperature_axes, "temperature (°C)", "Temperature")
+        _finish(power_axes, "board power (W)", "Power")
+        png = _png(figure)
+    return Plot(
+        key="thermal_power",
+        title="Temperature and power",
+        caption="Red: the device's slowdown temperature and power limit; dashed: the plan's minimum margin.",
+        png_base64=png,
+    )
+
+
+def throttle_plot(figures: list[DeviceFigures]) -> Plot | None:
+    """Share of time each throttle reason held, per device."""
+    reasons = sorted({reason for device in figures for reason in device.throttle_residency})
+    if not reasons:
+        return None
+    with _figure() as (figure, (axes,)):
+        names = [device.device for device in figures]
+        left = np.zeros(len(names))
+        for index, reason in enumerate(reasons):
+            shares = np.array([100.0 * device.throttle_residency.get(reason, 0.0) for device in figures])
+            axes.barh(names, shares, left=left, color=THROTTLE_COLOURS[index % len(THROTTLE_COLOURS)], label=reason)
+            left += shares
+        axes.set_xlim(0, max(float(np.max(left)) * 1.05, 1.0))
+        axes.set_xlabel("share of campaign time (%)")
+        axes.set_title("Throttle residency by reason", fontsize=10)
+        axes.tick_params(axis="y", labelsize=7)
+        axes.grid(alpha=0.3, axis="x")
+        axes.legend(fontsize=7, loc="best")
+        figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
+        png = _png(figure)
+    return Plot(
+        key="throttle",
+        title="Throttle residency",
+        caption="Mean of each clock-event reason's 0/1 series over the campaign (power cap is a cost, not a fault).",
+        png_base64=png,
+    )
+
+
+def error_timeline_plot(data: CampaignData, findings: list[FindingEntry]) -> Plot:
+    """Events and finding onsets per device over the campaign."""
+    names = [device.name for device, _ in data.devices] + ["(campaign)"]
+    row = {name: index for index, name in enumerate(names)}
+    names_by_id = {device.id: device.name for device, _ in data.devices}
+    with _figure() as (figure, (axes,)):
+        for severity, colour in SEVERITY_COLOURS.items():
+            shown = [
+                e for e in data.events if e.severity == severity and e.kind not in ("software_stack", "op_coverage")
+            ]
+            axes.scatter(
+                [(e.time_s - data.start_s) / 3600.0 for e in shown],
+                [row[names_by_id.get(e.device_id or -1, "(campaign)")] for e in shown],
+                color=colour,
+                marker="o",
+                s=12,
+                label=f"{severity} events ({len(shown)})",
+            )
+            onsets = [f for f in findings if f.severity == severity]
+            axes.scatter(
+                [f.onset_h for f in onsets],
+                [row.get(f.device or "(campaign)", row["(campaign)"]) for f in onsets],
+                color=colour,
+                marker="^",
+                s=40,
+                edgecolors="black",
+                linewidths=0.5,
+                label=f"{severity} finding onsets ({len(onsets)})",
+            )
+        axes.set_yticks(range(len(names)), names, fontsize=7)
+        axes.set_xlim(0, max((data.end_s - data.start_s) / 3600.0, 1e-3))
+        figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
+        _finish(axes, "device", "Errors and findings over time")
+        png = _png(figure)
+    return Plot(
+        key="errors",
+        title="Error timeline",
+        caption="Dots: stored events by severity (driver errors, restarts, SDC, ...); triangles: finding onsets.",
+        png_base64=png,
+    )
+
+
+def scaling_plot(data: CampaignData, flagged: set[str]) -> Plot | None:
+    """Scaling efficiency of the collective workloads over time."""
+    metrics = sorted({m for device, _ in data.devices for m in data.metrics(device.name, "efficiency.")})
+    if not metrics:
+        return None
+    with _figure(len(metrics)) as (figure, axes_list):
+        for axes, metric in zip(axes_list, metrics, strict=True):
+            _draw_devices(axes, data, metric, flagged, scale=100.0)
+            _finish(axes, "efficiency (%)", metric)
+        png = _png(figure)
+    return Plot(
+        key="scaling",
+        title="Scaling efficiency over time",
+        caption="Data-parallel throughput at n devices as a share of n times one device.",
+        png_base64=png,
+    )
+
+
+def all_plots(
+    data: CampaignData, figures: list[DeviceFigures], findings: list[FindingEntry]
+) -> tuple[list[Plot], list[str]]:
+    """Every plot the campaign's data allows, and the titles of those it does not (not measured)."""
+    flagged = _flagged(findings)
+    candidates: list[tuple[str, Plot | None]] = [
+        ("Throughput over time", throughput_plot(data, figures, flagged)),
+        ("Memory with fitted leak trend", memory_plot(data, figures, findings)),
+        ("Temperature and power", thermal_power_plot(data, flagged)),
+        ("Throttle residency", throttle_plot(figures)),
+        ("Error timeline", error_timeline_plot(data, findings)),
+        ("Scaling efficiency over time", scaling_plot(data, flagged)),
+    ]
+    plots = [plot for _, plot in candidates if plot is not None]
+    return plots, [title for title, plot in candidates if plot is None]
