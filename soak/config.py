@@ -44,7 +44,8 @@ class Settings(BaseSettings):
         "Prometheus' file_sd_configs at it (deploy/prometheus/prometheus.yml)",
     )
     report_signing_key: Path | None = Field(
-        default=None, description="Ed25519 private key (PEM) that signs report manifests; `soak report keygen` makes one"
+        default=None,
+        description="Ed25519 private key (PEM) that signs report manifests; `soak report keygen` makes one",
     )
     rendezvous_host: str = Field(
         default="127.0.0.1",

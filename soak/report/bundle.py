@@ -11,8 +11,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
-from soak.campaigns.models import Campaign
-from soak.report.builder import build_report
 from soak.report.export import export_campaign
 from soak.report.html import render_html
 from soak.report.manifest import write_manifest
@@ -36,9 +34,9 @@ def safe_name(text: str, *, fallback: str = "campaign") -> str:
     return cleaned or fallback
 
 
-def report_dir_name(campaign: Campaign) -> str:
+def report_dir_name(campaign_id: int, campaign_name: str) -> str:
     """`campaign-<id>-<name>`, safe as a directory name whatever the campaign is called."""
-    return f"campaign-{campaign.id}-{safe_name(campaign.name)}"
+    return f"campaign-{campaign_id}-{safe_name(campaign_name)}"
 
 
 def render(report: Report, report_format: ReportFormat) -> bytes:
@@ -52,25 +50,24 @@ def render(report: Report, report_format: ReportFormat) -> bytes:
 
 @dataclass(frozen=True)
 class WrittenReport:
-    """Where a report was written and what it says."""
+    """Where a report was written, its files, and whether its manifest is signed."""
 
     directory: Path
     files: list[Path]
-    report: Report
     signed: bool
 
 
-def write_report(
+def write_report_dir(
     *,
     session: Session,
-    campaign: Campaign,
+    report: Report,
     out_dir: Path,
     formats: list[ReportFormat],
     key: Ed25519PrivateKey | None,
 ) -> WrittenReport:
-    """Build the report, write it in each format with the data export under out_dir/campaign-<id>-<name>/."""
-    report = build_report(session=session, campaign=campaign)
-    directory = out_dir / report_dir_name(campaign)
+    """Write a built report in each format, with its campaign's data export, under out_dir/campaign-<id>-<name>/."""
+    cover = report.cover
+    directory = out_dir / report_dir_name(cover.campaign_id, cover.campaign_name)
     directory.mkdir(parents=True, exist_ok=True)
     files = []
     for report_format in dict.fromkeys(formats):
@@ -79,7 +76,7 @@ def write_report(
         files.append(path)
     files += export_campaign(
         session=session,
-        campaign_id=campaign.id,
+        campaign_id=cover.campaign_id,
         findings=report.findings,
         out_dir=directory,
     )
@@ -87,13 +84,13 @@ def write_report(
         report_dir=directory,
         files=files,
         about={
-            "campaign_id": campaign.id,
-            "campaign_name": campaign.name,
-            "plan_digest": campaign.plan_digest,
+            "campaign_id": cover.campaign_id,
+            "campaign_name": cover.campaign_name,
+            "plan_digest": cover.plan_digest,
             "verdict": report.verdict.value,
-            "interim": report.cover.interim,
-            "generated_at": report.cover.generated_at,
+            "interim": cover.interim,
+            "generated_at": cover.generated_at,
         },
         key=key,
     )
-    return WrittenReport(directory=directory, files=files, report=report, signed=key is not None)
+    return WrittenReport(directory=directory, files=files, signed=key is not None)

@@ -56,7 +56,8 @@ def build(
     from soak.config import get_settings
     from soak.offline.analyze import find_campaign
     from soak.plan import PlanError
-    from soak.report.bundle import write_report
+    from soak.report.builder import build_report
+    from soak.report.bundle import write_report_dir
     from soak.report.signing import SigningKeyError, load_private_key
 
     chosen = _formats(formats)
@@ -65,14 +66,14 @@ def build(
         key = load_private_key(key_path) if key_path is not None else None
         with _store_session() as session:
             found = find_campaign(session=session, reference=campaign)
-            written = write_report(session=session, campaign=found, out_dir=out, formats=chosen, key=key)
+            report = build_report(session=session, campaign=found)
+            written = write_report_dir(session=session, report=report, out_dir=out, formats=chosen, key=key)
     except (CampaignNotFound, SigningKeyError) as error:
         raise _fail(str(error)) from None
     except PlanError as error:
         raise _fail(f"campaign {campaign}: its stored plan no longer validates:\n{error}") from None
     except OSError as error:
         raise _fail(f"--out: cannot write under {out}: {error.strerror}") from None
-    report = written.report
     interim = " (interim: the campaign is still running)" if report.cover.interim else ""
     console.print(
         f"campaign {report.cover.campaign_id} [bold]{report.cover.campaign_name}[/]: {report.verdict}{interim}"
@@ -145,7 +146,7 @@ def compare(
     try:
         with _store_session() as session:
             found = [find_campaign(session=session, reference=reference) for reference in campaigns]
-            comparison = compare_reports([build_report(session=session, campaign=c) for c in found])
+            comparison = compare_reports([build_report(session=session, campaign=c, with_plots=False) for c in found])
     except CampaignNotFound as error:
         raise _fail(str(error)) from None
     except PlanError as error:

@@ -31,8 +31,8 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
     """Write samples.csv, rollup_1h.csv, events.csv and findings.csv under out_dir/data; their paths."""
     directory = out_dir / EXPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    devices = dict(session.execute(select(Device.id, Device.name)).tuples().all())
-    nodes = dict(session.execute(select(Node.id, Node.name)).tuples().all())
+    devices = {device_id: name for device_id, name in session.execute(select(Device.id, Device.name))}
+    nodes = {node_id: name for node_id, name in session.execute(select(Node.id, Node.name))}
     samples = session.execute(
         select(Sample.time_s, Sample.node_id, Sample.device_id, Sample.metric, Sample.value)
         .where(Sample.campaign_id == campaign_id)

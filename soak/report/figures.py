@@ -124,6 +124,8 @@ def device_figures(data: CampaignData, device: Device, node: Node) -> DeviceFigu
     return DeviceFigures(
         device=name,
         node=node.name,
+        vendor=device.vendor,
+        model=device.model,
         hours_under_load=loaded_s / 3600.0,
         throughput=throughput,
         device_memory_leak_mib_per_hour=leak_rate_mib_per_hour(

@@ -20,6 +20,16 @@ def number(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def duration(hours: float) -> str:
+    """A length of time for people: "4 min 12 s", "11.5 h", "28.0 days"."""
+    if hours < 1.0:
+        minutes, seconds = divmod(round(hours * 3600), 60)
+        return f"{minutes} min {seconds} s"
+    if hours < 72.0:
+        return f"{hours:.1f} h"
+    return f"{hours / 24:.1f} days"
+
+
 def environment() -> jinja2.Environment:
     """Templates from soak/report/templates; autoescape on, so campaign names and plan text cannot inject markup."""
     env = jinja2.Environment(
@@ -30,6 +40,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["n"] = number
+    env.globals["duration"] = duration
     return env
 
 

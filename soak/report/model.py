@@ -110,6 +110,8 @@ class DeviceFigures(BaseModel):
 
     device: str
     node: str
+    vendor: str
+    model: str
     hours_under_load: float
     throughput: list[WorkloadThroughput]
     device_memory_leak_mib_per_hour: float | None

@@ -17,7 +17,7 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from soak.report.html import number
+from soak.report.html import duration, number
 from soak.report.model import Report, Verdict
 
 PAGE = landscape(A4)
@@ -99,7 +99,7 @@ def _story(report: Report) -> list[Any]:
                     f"#{cover.campaign_id} ({cover.state})",
                     cover.started_at or "not started",
                     cover.ended_at or "still running",
-                    f"{cover.duration_h:.2f} h of {cover.planned_duration_h:.2f} h planned",
+                    f"{duration(cover.duration_h)} of {duration(cover.planned_duration_h)} planned",
                     cover.plan_digest,
                     f"{cover.generated_at}, soak {cover.soak_version}",
                 ]

@@ -10,18 +10,18 @@ CONFIDENCE = 0.90
 
 
 def performance_tax(devices: list[DeviceFigures]) -> list[DeviceCost]:
-    """Per device and workload: how much slower than the fastest device, and how much more time that costs.
-
-    A device X % slower needs X / (100 - X) × 100 % more time for the same work.
+    """Per device and workload: how much slower than the fastest device of its vendor and model, and how much more
+    time that costs. A device X % slower needs X / (100 - X) × 100 % more time for the same work.
     """
-    best: dict[str, float] = {}
+    best: dict[tuple[str, str, str], float] = {}
     for device in devices:
         for figures in device.throughput:
-            best[figures.workload] = max(best.get(figures.workload, 0.0), figures.sustained)
+            group = (figures.workload, device.vendor, device.model)
+            best[group] = max(best.get(group, 0.0), figures.sustained)
     costs = []
     for device in devices:
         for figures in device.throughput:
-            top = best[figures.workload]
+            top = best[(figures.workload, device.vendor, device.model)]
             slower = 100.0 * (1.0 - figures.sustained / top) if top > 0 else 0.0
             costs.append(
                 DeviceCost(
@@ -66,7 +66,7 @@ def availability(devices: list[DeviceFigures], *, campaign_hours: float, node_lo
 def cost_inputs(devices: list[DeviceFigures], *, campaign_hours: float, node_losses: int) -> CostInputs:
     """Everything a TCO model takes from this campaign."""
     return CostInputs(
-        reference="the device with the highest sustained throughput of each workload in this campaign",
+        reference="the device of the same vendor and model with the highest sustained throughput of each workload",
         devices=performance_tax(devices),
         availability=availability(devices, campaign_hours=campaign_hours, node_losses=node_losses),
     )

@@ -32,7 +32,7 @@ def get_report(session: SessionDep, campaign_id: int, report_format: ReportForma
             status.HTTP_409_CONFLICT, f"campaign {campaign_id}: its stored plan no longer validates: {error}"
         ) from None
     disposition = "attachment" if report_format is ReportFormat.PDF else "inline"
-    filename = f"{report_dir_name(campaign)}.{report_format.value}"
+    filename = f"{report_dir_name(campaign.id, campaign.name)}.{report_format.value}"
     return Response(
         content=render(report, report_format),
         media_type=MEDIA_TYPES[report_format],

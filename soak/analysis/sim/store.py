@@ -2,7 +2,8 @@
 
 Reports, their tests and the report benchmark read it exactly as they read a campaign soak ran. `raw` keeps every
 sample (and rolls them up as the controller does); `hourly` writes only the hour rollups, as a weeks-long campaign
-looks once its raw samples are retired.
+looks once its raw samples are retired; series are then answered only in whole-hour steps, which is what a report of
+a campaign of three weeks or more asks for.
 """
 
 from __future__ import annotations
