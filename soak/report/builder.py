@@ -101,12 +101,20 @@ def build_report(*, session: Session, campaign: Campaign, with_plots: bool = Tru
     ]
     # What breaks a criterion first, then notes; each in the order it began.
     findings.sort(key=lambda finding: (SEVERITY_RANK.get(finding.severity, len(SEVERITY_RANK)), finding.onset_s))
-    verdict, criteria = judge(acceptance=data.plan.acceptance, devices=figures, findings=data.findings)
+    verdict, criteria = judge(
+        acceptance=data.plan.acceptance, devices=figures, findings=data.findings, measured=bool(data.summaries)
+    )
     plots, not_plotted = all_plots(data, figures, findings) if with_plots else ([], [])
     return Report(
         cover=cover(data),
         verdict=verdict,
-        verdict_reason=verdict_reason(verdict, criteria, interim=data.interim),
+        verdict_reason=verdict_reason(
+            verdict,
+            criteria,
+            interim=data.interim,
+            measured=bool(data.summaries),
+            ran_share=(data.end_s - data.start_s) / data.plan.duration.total_seconds(),
+        ),
         criteria=criteria,
         devices=figures,
         findings=findings,

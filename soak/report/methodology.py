@@ -66,8 +66,8 @@ def methodology(plan: Plan, *, unit_of: Callable[[str], str]) -> Methodology:
                 "chi-square interval for a time-truncated test"
             ),
             "verdict": (
-                "FAIL when a detector raised a critical finding, CONDITIONAL when only warnings, PASS otherwise; "
-                "informational findings never change it"
+                "FAIL when a detector raised a critical finding, CONDITIONAL when only warnings (or when no telemetry "
+                "was stored at all), PASS otherwise; informational findings never change it"
             ),
         },
         plan_description=plan.description,

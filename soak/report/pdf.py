@@ -6,31 +6,40 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+import matplotlib
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from soak.report.html import duration, number
 from soak.report.model import Report, Verdict
 
+# DejaVu Sans (shipped with matplotlib) has the glyphs the report writes (≤, −, –, °, ×); Helvetica lacks some.
+FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+pdfmetrics.registerFont(TTFont("DejaVuSans", str(FONT_DIR / "DejaVuSans.ttf")))
+pdfmetrics.registerFont(TTFont("DejaVuSans-Bold", str(FONT_DIR / "DejaVuSans-Bold.ttf")))
+pdfmetrics.registerFontFamily("DejaVuSans", normal="DejaVuSans", bold="DejaVuSans-Bold")
 PAGE = landscape(A4)
 MARGIN = 12 * mm
 WIDTH = PAGE[0] - 2 * MARGIN
 VERDICT_COLOURS = {Verdict.PASS: "#2e7d32", Verdict.CONDITIONAL: "#ef6c00", Verdict.FAIL: "#c62828"}
 STYLES = getSampleStyleSheet()
-BODY = ParagraphStyle("body", parent=STYLES["BodyText"], fontSize=9, leading=11.5)
+BODY = ParagraphStyle("body", parent=STYLES["BodyText"], fontName="DejaVuSans", fontSize=9, leading=11.5)
 CELL = ParagraphStyle("cell", parent=BODY, fontSize=7, leading=8.5, wordWrap="CJK")
-HEAD = ParagraphStyle("head", parent=CELL, fontName="Helvetica-Bold")
-H1 = ParagraphStyle("h1", parent=STYLES["Heading1"], fontSize=18)
-H2 = ParagraphStyle("h2", parent=STYLES["Heading2"], fontSize=13, spaceBefore=10)
-VERDICT = ParagraphStyle("verdict", parent=BODY, fontSize=22, leading=26, fontName="Helvetica-Bold")
+HEAD = ParagraphStyle("head", parent=CELL, fontName="DejaVuSans-Bold")
+H1 = ParagraphStyle("h1", parent=STYLES["Heading1"], fontName="DejaVuSans-Bold", fontSize=18)
+H2 = ParagraphStyle("h2", parent=STYLES["Heading2"], fontName="DejaVuSans-Bold", fontSize=13, spaceBefore=10)
+VERDICT = ParagraphStyle("verdict", parent=BODY, fontSize=22, leading=26, fontName="DejaVuSans-Bold")
 
 
 class _NumberedCanvas(Canvas):  # type: ignore[misc]  # reportlab ships no type hints
@@ -48,7 +57,7 @@ class _NumberedCanvas(Canvas):  # type: ignore[misc]  # reportlab ships no type 
         total = len(self._pages)
         for state in self._pages:
             self.__dict__.update(state)
-            self.setFont("Helvetica", 8)
+            self.setFont("DejaVuSans", 8)
             self.drawRightString(PAGE[0] - MARGIN, 6 * mm, f"page {self._pageNumber} of {total}")
             self.drawString(MARGIN, 6 * mm, "soak report")
             super().showPage()

@@ -15,6 +15,8 @@ from soak.report.model import Criterion, CriterionStatus, DeviceFigures, Verdict
 
 NOT_MEASURED = "not measured"
 MAX_QUOTED_FINDINGS = 3
+# Below this share of the planned duration a finished campaign's verdict says that it ended early.
+MIN_FULL_RUN_SHARE = 0.99
 
 
 @dataclass(frozen=True)
@@ -194,9 +196,12 @@ def _with_findings(measured: str, breaking: list[FindingOut]) -> str:
 
 
 def judge(
-    *, acceptance: Acceptance, devices: list[DeviceFigures], findings: list[FindingOut]
+    *, acceptance: Acceptance, devices: list[DeviceFigures], findings: list[FindingOut], measured: bool
 ) -> tuple[Verdict, list[Criterion]]:
-    """The verdict and one criterion per acceptance section, from the stored findings."""
+    """The verdict and one criterion per acceptance section, from the stored findings.
+
+    A campaign with no telemetry at all cannot pass: with nothing measured it is CONDITIONAL at best.
+    """
     criteria = []
     for section in SECTIONS:
         own = [finding for finding in findings if finding.kind in section.kinds]
@@ -221,18 +226,26 @@ def judge(
     statuses = {criterion.status for criterion in criteria}
     if CriterionStatus.FAIL in statuses:
         return Verdict.FAIL, criteria
-    if CriterionStatus.CONDITIONAL in statuses:
+    if CriterionStatus.CONDITIONAL in statuses or not measured:
         return Verdict.CONDITIONAL, criteria
     return Verdict.PASS, criteria
 
 
-def verdict_reason(verdict: Verdict, criteria: list[Criterion], *, interim: bool) -> str:
-    """One sentence a purchaser can quote."""
+def verdict_reason(
+    verdict: Verdict, criteria: list[Criterion], *, interim: bool, measured: bool, ran_share: float
+) -> str:
+    """One or two sentences a purchaser can quote."""
     failing = [criterion.name for criterion in criteria if criterion.status is CriterionStatus.FAIL]
     conditional = [criterion.name for criterion in criteria if criterion.status is CriterionStatus.CONDITIONAL]
     prefix = "Interim (the campaign is still running): " if interim else ""
+    # A campaign that ended early was judged on less than the plan asked for; a purchaser must see that.
+    short = (
+        f" It ran {ran_share:.0%} of its planned duration." if not interim and ran_share < MIN_FULL_RUN_SHARE else ""
+    )
     if verdict is Verdict.FAIL:
-        return f"{prefix}critical findings break {', '.join(failing)}."
+        return f"{prefix}critical findings break {', '.join(failing)}.{short}"
+    if not measured:
+        return f"{prefix}no telemetry is stored for this campaign: nothing was measured, so nothing can pass.{short}"
     if verdict is Verdict.CONDITIONAL:
-        return f"{prefix}no critical finding; warnings on {', '.join(conditional)} need a decision."
-    return f"{prefix}every acceptance criterion holds: no warning or critical finding."
+        return f"{prefix}no critical finding; warnings on {', '.join(conditional)} need a decision.{short}"
+    return f"{prefix}every acceptance criterion holds: no warning or critical finding.{short}"

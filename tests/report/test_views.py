@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,10 +14,12 @@ from sqlalchemy.orm import Session
 from soak.analysis.sim.spec import FleetSpec
 from soak.analysis.sim.store import store_fleet
 from soak.campaigns.models import Campaign, CampaignState
+from soak.campaigns.service import create_campaign
 from soak.nodes.models import Node
 from soak.offline.analyze import analyze_campaign
 from soak.offline.formats import FileFormat
 from soak.offline.importer import import_file
+from soak.plan import parse_plan
 
 TINY = FleetSpec(seed=3, devices=2, devices_per_node=2, days=0.1, sample_interval_s=60.0, warmup_s=600.0)
 
@@ -83,3 +86,13 @@ def test_an_imported_campaign_is_reported_from_its_findings(
     pdf = client.get(f"/api/v1/campaigns/{campaign.id}/report.pdf")
     assert pdf.content.startswith(b"%PDF")
     assert pdf.headers["content-disposition"] == f'attachment; filename="campaign-{campaign.id}-h200-poc.pdf"'
+
+
+def test_a_campaign_without_telemetry_cannot_pass(
+    client: TestClient, session: Session, plan_data: dict[str, Any]
+) -> None:
+    campaign = create_campaign(session=session, plan=parse_plan(plan_data))
+    document = client.get(f"/api/v1/campaigns/{campaign.id}/report.json").json()
+    assert document["verdict"] == "CONDITIONAL" and document["cover"]["interim"] is True
+    assert "nothing was measured" in document["verdict_reason"]
+    assert all(c["status"] == "pass" and c["measured"] for c in document["criteria"])
