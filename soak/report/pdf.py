@@ -22,7 +22,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from soak.report.html import duration, number
-from soak.report.model import Report, Verdict
+from soak.report.model import FindingEntry, Report, Verdict
 
 # DejaVu Sans (shipped with matplotlib) has the glyphs the report writes (≤, −, –, °, ×); Helvetica lacks some.
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -93,6 +93,24 @@ def _joined(values: dict[str, Any] | list[Any], empty: str = "none") -> str:
     if isinstance(values, dict):
         return ", ".join(f"{key} {value}" for key, value in values.items()) or empty
     return ", ".join(str(value) for value in values) or empty
+
+
+def _findings_table(findings: list[FindingEntry]) -> Table:
+    return table(
+        ["Onset (h)", "Detected (h)", "Severity", "Device", "Kind", "Explanation"],
+        [
+            [
+                f"{f.onset_h:.2f}",
+                f"{f.detected_h:.2f}",
+                f.severity,
+                f.device or "(campaign)",
+                f"{f.kind} / {f.subject}",
+                f.explanation,
+            ]
+            for f in findings
+        ],
+        [0.6, 0.6, 0.6, 1.6, 1.4, 6],
+    )
 
 
 def _story(report: Report) -> list[Any]:
@@ -220,26 +238,15 @@ def _story(report: Report) -> list[Any]:
         ),
         paragraph("Findings and timeline", H2),
     ]
-    if report.findings:
-        story.append(
-            table(
-                ["Onset (h)", "Detected (h)", "Severity", "Device", "Kind", "Explanation"],
-                [
-                    [
-                        f"{f.onset_h:.2f}",
-                        f"{f.detected_h:.2f}",
-                        f.severity,
-                        f.device or "(campaign)",
-                        f"{f.kind} / {f.subject}",
-                        f.explanation,
-                    ]
-                    for f in report.findings
-                ],
-                [0.6, 0.6, 0.6, 1.6, 1.4, 6],
-            )
-        )
-    else:
-        story.append(paragraph("No findings."))
+    breaking = [f for f in report.findings if f.severity != "info"]
+    notes = [f for f in report.findings if f.severity == "info"]
+    story.append(_findings_table(breaking) if breaking else paragraph("No warning or critical finding."))
+    if notes:
+        story += [
+            Spacer(1, 3 * mm),
+            paragraph(f"{len(notes)} informational finding(s): costs and changes noted, never a failure."),
+            _findings_table(notes),
+        ]
     story.append(paragraph("Plots", H2))
     for plot in report.plots:
         png = base64.b64decode(plot.png_base64)
