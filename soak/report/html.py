@@ -6,9 +6,7 @@ import math
 
 import jinja2
 
-from soak.report.model import Report
-
-NOT_MEASURED = "not measured"
+from soak.report.model import NOT_MEASURED, Report
 
 
 def number(value: float | None) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 REPORT_SCHEMA_VERSION = 1
+# What the report says where the store lacks a figure, rather than inventing one.
+NOT_MEASURED = "not measured"
 
 
 class Verdict(StrEnum):

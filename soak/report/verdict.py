@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 from soak.findings.schemas import FindingOut
 from soak.plan import Acceptance
-from soak.report.model import Criterion, CriterionStatus, DeviceFigures, Verdict
+from soak.report.model import NOT_MEASURED, Criterion, CriterionStatus, DeviceFigures, Verdict
 
-NOT_MEASURED = "not measured"
 MAX_QUOTED_FINDINGS = 3
 # Below this share of the planned duration a finished campaign's verdict says that it ended early.
 MIN_FULL_RUN_SHARE = 0.99
