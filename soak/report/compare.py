@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from soak.report.figures import work_unit
 from soak.report.html import environment, number
-from soak.report.model import Report, Verdict
+from soak.report.model import NOT_MEASURED, Report, Verdict
 from soak.report.pdf import H1, H2, build_pdf, paragraph, table
 
 
@@ -161,7 +162,7 @@ def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]
             [f"{workload}: coefficient of variation"]
             + [f"{100 * w.median_coefficient_of_variation:.2f} %" if w else "—" for w in cells],
             [f"{workload}: worst drift"] + [f"{number(w.worst_drift_percent)} %" if w else "—" for w in cells],
-            [f"{workload}: energy per unit (J)"] + [number(w.median_joules_per_unit) if w else "—" for w in cells],
+            [f"{workload}: energy per unit of work"] + [_energy(w) for w in cells],
             [f"{workload}: more time than the best"] + [f"{w.more_time_percent:.2f} %" if w else "—" for w in cells],
         ]
     rows += [
@@ -188,6 +189,14 @@ def render_comparison_pdf(comparison: Comparison) -> bytes:
     if comparison.notes:
         story += [paragraph("Notes", H2)] + [paragraph(note) for note in comparison.notes]
     return build_pdf(story, title="Soak campaign comparison")
+
+
+def _energy(column: WorkloadColumn | None) -> str:
+    if column is None:
+        return "—"
+    if column.median_joules_per_unit is None:
+        return NOT_MEASURED
+    return f"{number(column.median_joules_per_unit)} J per {work_unit(column.unit)}"
 
 
 def _mtbf(column: CampaignColumn) -> str:

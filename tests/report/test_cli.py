@@ -64,5 +64,6 @@ def test_report_verify_and_compare(
     comparison = json.loads((tmp_path / "out" / f"compare-1-vs-{other.id}" / "comparison.json").read_text())
     assert [c["campaign_name"] for c in comparison["campaigns"]] == ["poc-a", "poc-b"]
     assert all(c["workloads"][0]["workload"] == "train" for c in comparison["campaigns"])
+    assert (tmp_path / "out" / f"compare-1-vs-{other.id}" / "comparison.pdf").read_bytes().startswith(b"%PDF")
     html = (tmp_path / "out" / f"compare-1-vs-{other.id}" / "comparison.html").read_text()
     assert "poc-a" in html and "poc-b" in html and "median sustained" in html
