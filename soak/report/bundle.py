@@ -74,12 +74,10 @@ def write_report_dir(
         path = directory / f"report.{report_format.value}"
         path.write_bytes(render(report, report_format))
         files.append(path)
-    files += export_campaign(
-        session=session,
-        campaign_id=cover.campaign_id,
-        findings=report.findings,
-        out_dir=directory,
+    exported = export_campaign(
+        session=session, campaign_id=cover.campaign_id, findings=report.findings, out_dir=directory
     )
+    files += exported.files
     write_manifest(
         report_dir=directory,
         files=files,
@@ -90,6 +88,7 @@ def write_report_dir(
             "verdict": report.verdict.value,
             "interim": cover.interim,
             "generated_at": cover.generated_at,
+            "export_left_out": exported.left_out,
         },
         key=key,
     )

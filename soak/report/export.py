@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from soak.nodes.models import Device, Node
@@ -17,6 +18,8 @@ from soak.telemetry.rollup_models import HourRollup
 
 EXPORT_DIR = "data"
 READ_BATCH_ROWS = 50_000
+# About 100 MB of CSV; weeks of 1 Hz samples would be tens of gigabytes, so their hour rollups stand in for them.
+MAX_EXPORTED_SAMPLES = 2_000_000
 
 
 def _write(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
@@ -27,18 +30,23 @@ def _write(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> P
     return path
 
 
-def export_campaign(*, session: Session, campaign_id: int, findings: list[FindingEntry], out_dir: Path) -> list[Path]:
-    """Write samples.csv, rollup_1h.csv, events.csv and findings.csv under out_dir/data; their paths."""
+@dataclass(frozen=True)
+class Export:
+    """The files written, and what was left out and why (None when nothing was)."""
+
+    files: list[Path]
+    left_out: str | None
+
+
+def export_campaign(*, session: Session, campaign_id: int, findings: list[FindingEntry], out_dir: Path) -> Export:
+    """Write samples.csv (when not too many), rollup_1h.csv, events.csv and findings.csv under out_dir/data."""
     directory = out_dir / EXPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     devices = {device_id: name for device_id, name in session.execute(select(Device.id, Device.name))}
     nodes = {node_id: name for node_id, name in session.execute(select(Node.id, Node.name))}
-    samples = session.execute(
-        select(Sample.time_s, Sample.node_id, Sample.device_id, Sample.metric, Sample.value)
-        .where(Sample.campaign_id == campaign_id)
-        .order_by(Sample.time_s, Sample.id)
-        .execution_options(yield_per=READ_BATCH_ROWS)
-    )
+    # Counting stops past the limit, so that weeks of raw samples are not counted only to be left out.
+    capped = select(Sample.id).where(Sample.campaign_id == campaign_id).limit(MAX_EXPORTED_SAMPLES + 1).subquery()
+    raw_rows = session.scalar(select(func.count()).select_from(capped)) or 0
     rollups = session.execute(
         select(
             HourRollup.device_id,
@@ -55,12 +63,28 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
         .execution_options(yield_per=READ_BATCH_ROWS)
     )
     events = session.scalars(select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s, Event.id))
-    return [
-        _write(
-            directory / "samples.csv",
-            ["time_s", "node", "device", "metric", "value"],
-            ((t, nodes.get(n, n), devices.get(d, "") if d is not None else "", m, v) for t, n, d, m, v in samples),
-        ),
+    files = []
+    left_out = None
+    if raw_rows <= MAX_EXPORTED_SAMPLES:
+        samples = session.execute(
+            select(Sample.time_s, Sample.node_id, Sample.device_id, Sample.metric, Sample.value)
+            .where(Sample.campaign_id == campaign_id)
+            .order_by(Sample.time_s, Sample.id)
+            .execution_options(yield_per=READ_BATCH_ROWS)
+        )
+        files.append(
+            _write(
+                directory / "samples.csv",
+                ["time_s", "node", "device", "metric", "value"],
+                ((t, nodes.get(n, n), devices.get(d, "") if d is not None else "", m, v) for t, n, d, m, v in samples),
+            )
+        )
+    else:
+        left_out = (
+            f"samples.csv: more than {MAX_EXPORTED_SAMPLES:,} raw samples are stored, so they are left out; "
+            "rollup_1h.csv holds every hour of every device metric"
+        )
+    files += [
         _write(
             directory / "rollup_1h.csv",
             ["device", "metric", "bucket_s", "count", "mean", "min", "max", "last"],
@@ -117,3 +141,4 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
             ),
         ),
     ]
+    return Export(files=files, left_out=left_out)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from soak.campaigns.models import WorkloadRun
 from soak.findings.service import list_findings
 from soak.nodes.models import Device
+from soak.report import export
 from soak.report.bundle import ReportFormat, render, write_report_dir
 from soak.report.manifest import MANIFEST
 from soak.report.model import Report
@@ -123,3 +124,17 @@ def test_a_tampered_report_or_data_export_fails_verify(report: Report, report_se
 
     other_public = generate_key(tmp_path / "keys" / "other.pem")
     assert any("different public key" in line for line in verify_report(directory, trusted_key=other_public).failed)
+
+
+def test_weeks_of_raw_samples_are_left_out_of_the_export_and_said_so(
+    report: Report, report_session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "MAX_EXPORTED_SAMPLES", 100)
+    written = write_report_dir(
+        session=report_session, report=report, out_dir=tmp_path, formats=[ReportFormat.JSON], key=None
+    )
+    names = {path.relative_to(written.directory).as_posix() for path in written.files}
+    assert "data/samples.csv" not in names and "data/rollup_1h.csv" in names
+    manifest = json.loads((written.directory / MANIFEST).read_text())
+    assert manifest["export_left_out"].startswith("samples.csv: more than 100 raw samples are stored")
+    assert verify_report(written.directory).ok
