@@ -21,6 +21,8 @@ BURST_PERCENTILE = 95.0
 DRIFT_SHARE = 0.1
 # Workloads that put no load on the device: their slots are not hours under load.
 RESTING_WORKLOADS = frozenset({"idle"})
+# Device memory as torch's allocator sees it, else as the vendor tool reports it (simulated and imported devices).
+DEVICE_MEMORY_METRICS = ("worker.memory_allocated_bytes", "device.memory_used_bytes")
 # Events after which the runner restarts the device's worker.
 RESTART_EVENTS = frozenset({"worker_died", "worker_hang"})
 VIOLATION_COUNTERS = {"power_cap": "device.violation_power_s", "thermal": "device.violation_thermal_s"}
@@ -46,6 +48,11 @@ def workload_unit(name: str) -> str:
         return str(load_workload(name).unit)
     except (KeyError, LookupError, ValueError):
         return "units/s"
+
+
+def device_memory_metric(data: CampaignData, device: str) -> str:
+    """The device-memory series a device has: its worker's allocation (torch), else the device's memory in use."""
+    return next((m for m in DEVICE_MEMORY_METRICS if data.summary(device, m) is not None), DEVICE_MEMORY_METRICS[0])
 
 
 def leak_rate_mib_per_hour(curve: Curve) -> float | None:
@@ -129,7 +136,7 @@ def device_figures(data: CampaignData, device: Device, node: Node) -> DeviceFigu
         hours_under_load=loaded_s / 3600.0,
         throughput=throughput,
         device_memory_leak_mib_per_hour=leak_rate_mib_per_hour(
-            data.curve(name, "worker.memory_allocated_bytes").after(data.warmup_end_s)
+            data.curve(name, device_memory_metric(data, name)).after(data.warmup_end_s)
         ),
         host_memory_leak_mib_per_hour=leak_rate_mib_per_hour(
             data.curve(name, "process.rss_bytes").after(data.warmup_end_s)

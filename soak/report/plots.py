@@ -1,14 +1,14 @@
 """The report's figures, drawn with matplotlib (Agg) into PNGs, with axes and units.
 
-Devices with a warning or critical finding are drawn in colour and named in the legend; the others are thin grey
-lines, so that a fleet of dozens stays readable.
+In a fleet of more than eight devices only those with a warning or critical finding are drawn in colour and named
+in the legend; the others are thin grey lines, so that a fleet of dozens stays readable.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import matplotlib
@@ -20,12 +20,14 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from soak.report.figures import MIB, leak_rate_mib_per_hour
+from soak.report.figures import MIB, device_memory_metric, leak_rate_mib_per_hour
 from soak.report.model import DeviceFigures, FindingEntry, Plot
-from soak.report.store import CampaignData, Curve
+from soak.report.store import CampaignData
 
 WIDTH_IN, HEIGHT_IN, DPI = 10.0, 3.4, 100
 GREY = "#b0b0b0"
+# A fleet this small has every device named in colour; a larger one only those with a warning or critical finding.
+MAX_NAMED_DEVICES = 8
 SEVERITY_COLOURS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
 THROTTLE_COLOURS = ["#ef6c00", "#c62828", "#6a1b9a", "#1565c0", "#2e7d32", "#795548", "#00838f", "#9e9e9e"]
 
@@ -46,28 +48,59 @@ def _png(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _hours(data: CampaignData, curve: Curve) -> np.ndarray:
-    return (curve.time_s - data.start_s) / 3600.0
+def _time_unit(data: CampaignData) -> tuple[float, str]:
+    """Seconds per unit of the time axis, and its name: minutes for a demo, days for weeks, else hours."""
+    span_s = data.end_s - data.start_s
+    if span_s < 2 * 3600:
+        return 60.0, "minutes"
+    if span_s > 7 * 86400:
+        return 86400.0, "days"
+    return 3600.0, "hours"
+
+
+def _x(data: CampaignData, time_s: np.ndarray | list[float]) -> np.ndarray:
+    """Epoch seconds as time since the campaign's start, in the axis unit."""
+    return (np.asarray(time_s, dtype=np.float64) - data.start_s) / _time_unit(data)[0]
+
+
+def _broken_at_gaps(
+    x: np.ndarray, y: np.ndarray, time_s: np.ndarray, max_gap_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The line with a break wherever no step was recorded for longer than max_gap_s (another workload's slot, a
+    restart), so that a gap is not drawn as a straight line across it."""
+    cuts = np.flatnonzero(np.diff(time_s) > max_gap_s) + 1
+    return np.insert(x, cuts, np.nan), np.insert(y, cuts, np.nan)
 
 
 def _flagged(findings: list[FindingEntry]) -> set[str]:
     return {f.device for f in findings if f.device is not None and f.severity in ("critical", "warning")}
 
 
-def _draw_devices(axes: Axes, data: CampaignData, metric: str, flagged: set[str], scale: float = 1.0) -> int:
-    """Plot one metric of every device; how many devices had it."""
+def _draw_devices(
+    axes: Axes,
+    data: CampaignData,
+    metric: str | Callable[[str], str],
+    flagged: set[str],
+    scale: float = 1.0,
+    only: set[str] | None = None,
+) -> int:
+    """Plot one metric (or each device's own metric, named by a function of the device) of every device, or of the
+    devices named in only; how many devices had it."""
     drawn, grey_labelled = 0, False
     for device, _ in data.devices:
-        curve = data.curve(device.name, metric)
+        if only is not None and device.name not in only:
+            continue
+        curve = data.curve(device.name, metric if isinstance(metric, str) else metric(device.name))
         if len(curve) == 0:
             continue
         drawn += 1
-        if device.name in flagged:
-            axes.plot(_hours(data, curve), curve.mean * scale, linewidth=1.4, label=device.name)
+        x, y = _broken_at_gaps(_x(data, curve.time_s), curve.mean * scale, curve.time_s, 2.0 * data.step_s)
+        if device.name in flagged or len(data.devices) <= MAX_NAMED_DEVICES:
+            axes.plot(x, y, linewidth=1.4, label=device.name)
         else:
             axes.plot(
-                _hours(data, curve),
-                curve.mean * scale,
+                x,
+                y,
                 color=GREY,
                 linewidth=0.7,
                 label=None if grey_labelled else "devices without findings",
@@ -76,8 +109,8 @@ def _draw_devices(axes: Axes, data: CampaignData, metric: str, flagged: set[str]
     return drawn
 
 
-def _finish(axes: Axes, ylabel: str, title: str) -> None:
-    axes.set_xlabel("hours since campaign start (h)")
+def _finish(axes: Axes, data: CampaignData, ylabel: str, title: str) -> None:
+    axes.set_xlabel(f"{_time_unit(data)[1]} since campaign start")
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
@@ -86,27 +119,29 @@ def _finish(axes: Axes, ylabel: str, title: str) -> None:
 
 
 def throughput_plot(data: CampaignData, figures: list[DeviceFigures], flagged: set[str]) -> Plot | None:
-    """Throughput per workload over time, with the fleet's baseline band."""
-    workloads = sorted({(t.workload, t.unit) for device in figures for t in device.throughput})
-    if not workloads:
+    """Throughput per workload and kind of device over time, with that group's baseline band."""
+    groups: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    for device in figures:
+        for t in device.throughput:
+            groups.setdefault((t.workload, t.unit, device.vendor, device.model), {})[device.device] = t.sustained
+    if not groups:
         return None
     ratio = data.plan.acceptance.throughput.min_sustained_throughput_ratio
-    with _figure(len(workloads)) as (figure, axes_list):
-        for axes, (workload, unit) in zip(axes_list, workloads, strict=True):
-            _draw_devices(axes, data, f"throughput.{workload}", flagged)
-            baseline = float(
-                np.median([t.sustained for device in figures for t in device.throughput if t.workload == workload])
-            )
+    with _figure(len(groups)) as (figure, axes_list):
+        for axes, ((workload, unit, vendor, model), sustained) in zip(axes_list, sorted(groups.items()), strict=True):
+            _draw_devices(axes, data, f"throughput.{workload}", flagged, only=set(sustained))
+            baseline = float(np.median(list(sustained.values())))
             axes.axhspan(baseline * ratio, baseline, color="#2e7d32", alpha=0.12, label=f"baseline band ({ratio:.0%})")
             axes.axhline(baseline, color="#2e7d32", linewidth=0.8)
-            _finish(axes, unit, f"{workload}: throughput per device")
+            _finish(axes, data, unit, f"{workload} on {vendor} {model}: throughput per device")
         png = _png(figure)
     return Plot(
         key="throughput",
         title="Throughput over time",
         caption=(
-            f"Step means every {data.step_s:g} s. Green band: from the fleet's median sustained throughput down to "
-            f"{ratio:.0%} of it (the plan's min_sustained_throughput_ratio)."
+            f"Step means every {data.step_s:g} s, one panel per workload and kind of device. Green band: from the "
+            f"median sustained throughput of those devices down to {ratio:.0%} of it (the plan's "
+            "min_sustained_throughput_ratio)."
         ),
         png_base64=png,
     )
@@ -114,27 +149,37 @@ def throughput_plot(data: CampaignData, figures: list[DeviceFigures], flagged: s
 
 def memory_plot(data: CampaignData, figures: list[DeviceFigures], findings: list[FindingEntry]) -> Plot | None:
     """Device memory and host RSS of each worker, with the fitted trend of each device a leak finding names."""
-    panels = [
-        ("worker.memory_allocated_bytes", "allocated device memory (MiB)", "Device memory held by the worker"),
-        ("process.rss_bytes", "worker resident memory (MiB)", "Host memory (RSS) of the worker"),
+
+    def device_memory(device: str) -> str:
+        return device_memory_metric(data, device)
+
+    def host_memory(_: str) -> str:
+        return "process.rss_bytes"
+
+    panels: list[tuple[Callable[[str], str], str, str]] = [
+        (device_memory, "device memory (MiB)", "Device memory: the worker's allocation, else in use on the device"),
+        (host_memory, "worker resident memory (MiB)", "Host memory (RSS) of the worker"),
     ]
-    panels = [panel for panel in panels if any(data.summary(d.name, panel[0]) for d, _ in data.devices)]
+    panels = [panel for panel in panels if any(data.summary(d.name, panel[0](d.name)) for d, _ in data.devices)]
     if not panels:
         return None
     leaking = {(f.device, f.subject) for f in findings if f.kind == "memory_leak" and f.device is not None}
     with _figure(len(panels)) as (figure, axes_list):
-        for axes, (metric, ylabel, title) in zip(axes_list, panels, strict=True):
-            _draw_devices(axes, data, metric, {device for device, subject in leaking if subject == metric}, 1.0 / MIB)
+        for axes, (metric_of, ylabel, title) in zip(axes_list, panels, strict=True):
+            flagged = {device for device, subject in leaking if subject == metric_of(device)}
+            _draw_devices(axes, data, metric_of, flagged, 1.0 / MIB)
             for device in figures:
-                curve = data.curve(device.device, metric).after(data.warmup_end_s)
+                curve = data.curve(device.device, metric_of(device.device)).after(data.warmup_end_s)
                 rate = leak_rate_mib_per_hour(curve)
-                if (device.device, metric) not in leaking or rate is None:
+                if device.device not in flagged or rate is None:
                     continue
-                hours = _hours(data, curve)
+                hours = (curve.time_s - data.start_s) / 3600.0
                 level = float(np.median(curve.mean / MIB - rate * hours))
-                axes.plot(hours, level + rate * hours, color="black", linestyle="--", linewidth=1.2)
-                axes.annotate(f"{device.device}: {rate:+.3g} MiB/h", (hours[-1], level + rate * hours[-1]), fontsize=7)
-            _finish(axes, ylabel, title)
+                trend = level + rate * hours
+                x = _x(data, curve.time_s)
+                axes.plot(x, trend, color="black", linestyle="--", linewidth=1.2)
+                axes.annotate(f"{device.device}: {rate:+.3g} MiB/h", (x[-1], trend[-1]), fontsize=7)
+            _finish(axes, data, ylabel, title)
         png = _png(figure)
     return Plot(
         key="memory",
@@ -165,8 +210,8 @@ def thermal_power_plot(data: CampaignData, flagged: set[str]) -> Plot | None:
         limits = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.power_limit_w"))]
         if limits:
             power_axes.axhline(float(np.median(limits)), color="#c62828", linewidth=1.0, label="power limit")
-        _finish(temperature_axes, "temperature (°C)", "Temperature")
-        _finish(power_axes, "board power (W)", "Power")
+        _finish(temperature_axes, data, "temperature (°C)", "Temperature")
+        _finish(power_axes, data, "board power (W)", "Power")
         png = _png(figure)
     return Plot(
         key="thermal_power",
@@ -215,7 +260,7 @@ def error_timeline_plot(data: CampaignData, findings: list[FindingEntry]) -> Plo
                 e for e in data.events if e.severity == severity and e.kind not in ("software_stack", "op_coverage")
             ]
             axes.scatter(
-                [(e.time_s - data.start_s) / 3600.0 for e in shown],
+                _x(data, [e.time_s for e in shown]),
                 [row[names_by_id.get(e.device_id or -1, "(campaign)")] for e in shown],
                 color=colour,
                 marker="o",
@@ -224,7 +269,7 @@ def error_timeline_plot(data: CampaignData, findings: list[FindingEntry]) -> Plo
             )
             onsets = [f for f in findings if f.severity == severity]
             axes.scatter(
-                [f.onset_h for f in onsets],
+                _x(data, [f.onset_s for f in onsets]),
                 [row.get(f.device or "(campaign)", row["(campaign)"]) for f in onsets],
                 color=colour,
                 marker="^",
@@ -234,9 +279,9 @@ def error_timeline_plot(data: CampaignData, findings: list[FindingEntry]) -> Plo
                 label=f"{severity} finding onsets ({len(onsets)})",
             )
         axes.set_yticks(range(len(names)), names, fontsize=7)
-        axes.set_xlim(0, max((data.end_s - data.start_s) / 3600.0, 1e-3))
+        axes.set_xlim(0, max(float(_x(data, [data.end_s])[0]), 1e-3))
         figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
-        _finish(axes, "device", "Errors and findings over time")
+        _finish(axes, data, "device", "Errors and findings over time")
         png = _png(figure)
     return Plot(
         key="errors",
@@ -254,7 +299,7 @@ def scaling_plot(data: CampaignData, flagged: set[str]) -> Plot | None:
     with _figure(len(metrics)) as (figure, axes_list):
         for axes, metric in zip(axes_list, metrics, strict=True):
             _draw_devices(axes, data, metric, flagged, scale=100.0)
-            _finish(axes, "efficiency (%)", metric)
+            _finish(axes, data, "efficiency (%)", metric)
         png = _png(figure)
     return Plot(
         key="scaling",

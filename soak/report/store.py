@@ -19,7 +19,7 @@ from soak.nodes.models import Device, Node
 from soak.plan import Plan, parse_plan
 from soak.telemetry.models import Event
 from soak.telemetry.rollups import roll_up
-from soak.telemetry.series import read_series, round_step_s
+from soak.telemetry.series import ROUND_STEPS_S, read_series, round_step_s
 from soak.telemetry.summaries import MetricSummary, campaign_summaries
 
 
@@ -117,6 +117,14 @@ class CampaignData:
         return reported
 
 
+def report_step_s(range_s: float, sample_interval_s: float) -> float:
+    """The plots' step: a round one giving at most about a thousand points, and longer than the sampling interval,
+    so that every series is averaged onto the same grid (raw samples of different sources never share a time)."""
+    wanted_s = round_step_s(range_s)
+    longer = [step for step in ROUND_STEPS_S if step >= wanted_s and step > sample_interval_s]
+    return float(longer[0]) if longer else max(wanted_s, 2.0 * sample_interval_s)
+
+
 def load_campaign(*, session: Session, campaign: Campaign) -> CampaignData:
     """Read a campaign for its report; the hour rollups are brought up to date first."""
     while roll_up(session=session):
@@ -125,7 +133,7 @@ def load_campaign(*, session: Session, campaign: Campaign) -> CampaignData:
     start_s = campaign.started_at.timestamp() if campaign.started_at else campaign.created_at.timestamp()
     # A running campaign is reported up to now.
     end_s = campaign.ended_at.timestamp() if campaign.ended_at is not None else max(time.time(), start_s + 1.0)
-    step_s = max(round_step_s(end_s - start_s), plan.sample_interval.total_seconds())
+    step_s = report_step_s(end_s - start_s, plan.sample_interval.total_seconds())
     device_ids = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign.id).distinct()
     statement = (
         select(Device, Node)
