@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -32,13 +26,11 @@ SEVERITY_COLOURS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c
 THROTTLE_COLOURS = ["#ef6c00", "#c62828", "#6a1b9a", "#1565c0", "#2e7d32", "#795548", "#00838f", "#9e9e9e"]
 
 
-@contextmanager
-def _figure(rows: int = 1) -> Iterator[tuple[Figure, list[Axes]]]:
-    figure, axes = plt.subplots(rows, 1, figsize=(WIDTH_IN, HEIGHT_IN * rows), dpi=DPI, squeeze=False)
-    try:
-        yield figure, [row[0] for row in axes]
-    finally:
-        plt.close(figure)
+def _figure(rows: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure of its own, outside pyplot: no global state, safe in the API's worker threads, freed with it."""
+    figure = Figure(figsize=(WIDTH_IN, HEIGHT_IN * rows), dpi=DPI)
+    axes = figure.subplots(rows, 1, squeeze=False)
+    return figure, [row[0] for row in axes]
 
 
 def _png(figure: Figure) -> str:
@@ -127,14 +119,14 @@ def throughput_plot(data: CampaignData, figures: list[DeviceFigures], flagged: s
     if not groups:
         return None
     ratio = data.plan.acceptance.throughput.min_sustained_throughput_ratio
-    with _figure(len(groups)) as (figure, axes_list):
-        for axes, ((workload, unit, vendor, model), sustained) in zip(axes_list, sorted(groups.items()), strict=True):
-            _draw_devices(axes, data, f"throughput.{workload}", flagged, only=set(sustained))
-            baseline = float(np.median(list(sustained.values())))
-            axes.axhspan(baseline * ratio, baseline, color="#2e7d32", alpha=0.12, label=f"baseline band ({ratio:.0%})")
-            axes.axhline(baseline, color="#2e7d32", linewidth=0.8)
-            _finish(axes, data, unit, f"{workload} on {vendor} {model}: throughput per device")
-        png = _png(figure)
+    figure, axes_list = _figure(len(groups))
+    for axes, ((workload, unit, vendor, model), sustained) in zip(axes_list, sorted(groups.items()), strict=True):
+        _draw_devices(axes, data, f"throughput.{workload}", flagged, only=set(sustained))
+        baseline = float(np.median(list(sustained.values())))
+        axes.axhspan(baseline * ratio, baseline, color="#2e7d32", alpha=0.12, label=f"baseline band ({ratio:.0%})")
+        axes.axhline(baseline, color="#2e7d32", linewidth=0.8)
+        _finish(axes, data, unit, f"{workload} on {vendor} {model}: throughput per device")
+    png = _png(figure)
     return Plot(
         key="throughput",
         title="Throughput over time",
@@ -164,23 +156,23 @@ def memory_plot(data: CampaignData, figures: list[DeviceFigures], findings: list
     if not panels:
         return None
     leaking = {(f.device, f.subject) for f in findings if f.kind == "memory_leak" and f.device is not None}
-    with _figure(len(panels)) as (figure, axes_list):
-        for axes, (metric_of, ylabel, title) in zip(axes_list, panels, strict=True):
-            flagged = {device for device, subject in leaking if subject == metric_of(device)}
-            _draw_devices(axes, data, metric_of, flagged, 1.0 / MIB)
-            for device in figures:
-                curve = data.curve(device.device, metric_of(device.device)).after(data.warmup_end_s)
-                rate = leak_rate_mib_per_hour(curve)
-                if device.device not in flagged or rate is None:
-                    continue
-                hours = (curve.time_s - data.start_s) / 3600.0
-                level = float(np.median(curve.mean / MIB - rate * hours))
-                trend = level + rate * hours
-                x = _x(data, curve.time_s)
-                axes.plot(x, trend, color="black", linestyle="--", linewidth=1.2)
-                axes.annotate(f"{device.device}: {rate:+.3g} MiB/h", (x[-1], trend[-1]), fontsize=7)
-            _finish(axes, data, ylabel, title)
-        png = _png(figure)
+    figure, axes_list = _figure(len(panels))
+    for axes, (metric_of, ylabel, title) in zip(axes_list, panels, strict=True):
+        flagged = {device for device, subject in leaking if subject == metric_of(device)}
+        _draw_devices(axes, data, metric_of, flagged, 1.0 / MIB)
+        for device in figures:
+            curve = data.curve(device.device, metric_of(device.device)).after(data.warmup_end_s)
+            rate = leak_rate_mib_per_hour(curve)
+            if device.device not in flagged or rate is None:
+                continue
+            hours = (curve.time_s - data.start_s) / 3600.0
+            level = float(np.median(curve.mean / MIB - rate * hours))
+            trend = level + rate * hours
+            x = _x(data, curve.time_s)
+            axes.plot(x, trend, color="black", linestyle="--", linewidth=1.2)
+            axes.annotate(f"{device.device}: {rate:+.3g} MiB/h", (x[-1], trend[-1]), fontsize=7)
+        _finish(axes, data, ylabel, title)
+    png = _png(figure)
     return Plot(
         key="memory",
         title="Memory with fitted leak trend",
@@ -194,25 +186,25 @@ def memory_plot(data: CampaignData, figures: list[DeviceFigures], findings: list
 
 def thermal_power_plot(data: CampaignData, flagged: set[str]) -> Plot | None:
     """Temperature against the slowdown threshold, and power against its limit."""
-    with _figure(2) as (figure, (temperature_axes, power_axes)):
-        drawn = _draw_devices(temperature_axes, data, "device.temperature_c", flagged)
-        drawn += _draw_devices(power_axes, data, "device.power_w", flagged)
-        if drawn == 0:
-            return None
-        slowdown = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.temperature_slowdown_c"))]
-        if slowdown:
-            threshold = float(np.median(slowdown))
-            margin = data.plan.acceptance.thermal.min_temperature_margin_c
-            temperature_axes.axhline(threshold, color="#c62828", linewidth=1.0, label=f"slowdown {threshold:g} °C")
-            temperature_axes.axhline(
-                threshold - margin, color="#ef6c00", linestyle="--", linewidth=1.0, label=f"margin {margin:g} °C"
-            )
-        limits = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.power_limit_w"))]
-        if limits:
-            power_axes.axhline(float(np.median(limits)), color="#c62828", linewidth=1.0, label="power limit")
-        _finish(temperature_axes, data, "temperature (°C)", "Temperature")
-        _finish(power_axes, data, "board power (W)", "Power")
-        png = _png(figure)
+    figure, (temperature_axes, power_axes) = _figure(2)
+    drawn = _draw_devices(temperature_axes, data, "device.temperature_c", flagged)
+    drawn += _draw_devices(power_axes, data, "device.power_w", flagged)
+    if drawn == 0:
+        return None
+    slowdown = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.temperature_slowdown_c"))]
+    if slowdown:
+        threshold = float(np.median(slowdown))
+        margin = data.plan.acceptance.thermal.min_temperature_margin_c
+        temperature_axes.axhline(threshold, color="#c62828", linewidth=1.0, label=f"slowdown {threshold:g} °C")
+        temperature_axes.axhline(
+            threshold - margin, color="#ef6c00", linestyle="--", linewidth=1.0, label=f"margin {margin:g} °C"
+        )
+    limits = [s.mean for d, _ in data.devices if (s := data.summary(d.name, "device.power_limit_w"))]
+    if limits:
+        power_axes.axhline(float(np.median(limits)), color="#c62828", linewidth=1.0, label="power limit")
+    _finish(temperature_axes, data, "temperature (°C)", "Temperature")
+    _finish(power_axes, data, "board power (W)", "Power")
+    png = _png(figure)
     return Plot(
         key="thermal_power",
         title="Temperature and power",
@@ -226,21 +218,21 @@ def throttle_plot(figures: list[DeviceFigures]) -> Plot | None:
     reasons = sorted({reason for device in figures for reason in device.throttle_residency})
     if not reasons:
         return None
-    with _figure() as (figure, (axes,)):
-        names = [device.device for device in figures]
-        left = np.zeros(len(names))
-        for index, reason in enumerate(reasons):
-            shares = np.array([100.0 * device.throttle_residency.get(reason, 0.0) for device in figures])
-            axes.barh(names, shares, left=left, color=THROTTLE_COLOURS[index % len(THROTTLE_COLOURS)], label=reason)
-            left += shares
-        axes.set_xlim(0, max(float(np.max(left)) * 1.05, 1.0))
-        axes.set_xlabel("share of campaign time (%)")
-        axes.set_title("Throttle residency by reason", fontsize=10)
-        axes.tick_params(axis="y", labelsize=7)
-        axes.grid(alpha=0.3, axis="x")
-        axes.legend(fontsize=7, loc="best")
-        figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
-        png = _png(figure)
+    figure, (axes,) = _figure()
+    names = [device.device for device in figures]
+    left = np.zeros(len(names))
+    for index, reason in enumerate(reasons):
+        shares = np.array([100.0 * device.throttle_residency.get(reason, 0.0) for device in figures])
+        axes.barh(names, shares, left=left, color=THROTTLE_COLOURS[index % len(THROTTLE_COLOURS)], label=reason)
+        left += shares
+    axes.set_xlim(0, max(float(np.max(left)) * 1.05, 1.0))
+    axes.set_xlabel("share of campaign time (%)")
+    axes.set_title("Throttle residency by reason", fontsize=10)
+    axes.tick_params(axis="y", labelsize=7)
+    axes.grid(alpha=0.3, axis="x")
+    axes.legend(fontsize=7, loc="best")
+    figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
+    png = _png(figure)
     return Plot(
         key="throttle",
         title="Throttle residency",
@@ -254,35 +246,33 @@ def error_timeline_plot(data: CampaignData, findings: list[FindingEntry]) -> Plo
     names = [device.name for device, _ in data.devices] + ["(campaign)"]
     row = {name: index for index, name in enumerate(names)}
     names_by_id = {device.id: device.name for device, _ in data.devices}
-    with _figure() as (figure, (axes,)):
-        for severity, colour in SEVERITY_COLOURS.items():
-            shown = [
-                e for e in data.events if e.severity == severity and e.kind not in ("software_stack", "op_coverage")
-            ]
-            axes.scatter(
-                _x(data, [e.time_s for e in shown]),
-                [row[names_by_id.get(e.device_id or -1, "(campaign)")] for e in shown],
-                color=colour,
-                marker="o",
-                s=12,
-                label=f"{severity} events ({len(shown)})",
-            )
-            onsets = [f for f in findings if f.severity == severity]
-            axes.scatter(
-                _x(data, [f.onset_s for f in onsets]),
-                [row.get(f.device or "(campaign)", row["(campaign)"]) for f in onsets],
-                color=colour,
-                marker="^",
-                s=40,
-                edgecolors="black",
-                linewidths=0.5,
-                label=f"{severity} finding onsets ({len(onsets)})",
-            )
-        axes.set_yticks(range(len(names)), names, fontsize=7)
-        axes.set_xlim(0, max(float(_x(data, [data.end_s])[0]), 1e-3))
-        figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
-        _finish(axes, data, "device", "Errors and findings over time")
-        png = _png(figure)
+    figure, (axes,) = _figure()
+    for severity, colour in SEVERITY_COLOURS.items():
+        shown = [e for e in data.events if e.severity == severity and e.kind not in ("software_stack", "op_coverage")]
+        axes.scatter(
+            _x(data, [e.time_s for e in shown]),
+            [row[names_by_id.get(e.device_id or -1, "(campaign)")] for e in shown],
+            color=colour,
+            marker="o",
+            s=12,
+            label=f"{severity} events ({len(shown)})",
+        )
+        onsets = [f for f in findings if f.severity == severity]
+        axes.scatter(
+            _x(data, [f.onset_s for f in onsets]),
+            [row.get(f.device or "(campaign)", row["(campaign)"]) for f in onsets],
+            color=colour,
+            marker="^",
+            s=40,
+            edgecolors="black",
+            linewidths=0.5,
+            label=f"{severity} finding onsets ({len(onsets)})",
+        )
+    axes.set_yticks(range(len(names)), names, fontsize=7)
+    axes.set_xlim(0, max(float(_x(data, [data.end_s])[0]), 1e-3))
+    figure.set_size_inches(WIDTH_IN, max(HEIGHT_IN, 0.22 * len(names) + 1.2))
+    _finish(axes, data, "device", "Errors and findings over time")
+    png = _png(figure)
     return Plot(
         key="errors",
         title="Error timeline",
@@ -296,11 +286,11 @@ def scaling_plot(data: CampaignData, flagged: set[str]) -> Plot | None:
     metrics = sorted({m for device, _ in data.devices for m in data.metrics(device.name, "efficiency.")})
     if not metrics:
         return None
-    with _figure(len(metrics)) as (figure, axes_list):
-        for axes, metric in zip(axes_list, metrics, strict=True):
-            _draw_devices(axes, data, metric, flagged, scale=100.0)
-            _finish(axes, data, "efficiency (%)", metric)
-        png = _png(figure)
+    figure, axes_list = _figure(len(metrics))
+    for axes, metric in zip(axes_list, metrics, strict=True):
+        _draw_devices(axes, data, metric, flagged, scale=100.0)
+        _finish(axes, data, "efficiency (%)", metric)
+    png = _png(figure)
     return Plot(
         key="scaling",
         title="Scaling efficiency over time",
