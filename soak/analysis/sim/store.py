@@ -31,7 +31,7 @@ from soak.telemetry.writer import SampleRow, write_samples
 # The driver and software a simulated H100 node would report, so that the report's fleet section is complete.
 SIMULATED_DRIVER = "570.86.15"
 SIMULATED_FIRMWARE = "96.00.9F.00.04"
-SIMULATED_SOFTWARE = '{"stack": "CUDA 12.8", "torch": "2.13.0", "collectives": "NCCL 2.26.2"}'
+SIMULATED_SOFTWARE = '{"stack": "CUDA 12.8", "torch": "2.13.0", "collectives": "nccl 2.26.2"}'
 WRITE_BATCH_ROWS = 100_000
 
 
@@ -135,7 +135,7 @@ def _store_device(
             time_s=telemetry.start_s,
             kind="software_stack",
             severity="info",
-            message="stack CUDA 12.8, torch 2.13.0, collectives NCCL 2.26.2",
+            message="stack CUDA 12.8, torch 2.13.0, collectives nccl 2.26.2",
             raw=SIMULATED_SOFTWARE,
         )
     )
