@@ -17,6 +17,7 @@ from soak.db import make_engine, session_factory
 from soak.metrics import ControllerMetrics
 from soak.nodes.views import router as nodes_router
 from soak.plan import PlanError, field_path
+from soak.report.views import router as reports_router
 from soak.scheduler.supervisor import Supervisor
 from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.views import router as telemetry_router
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
     app.include_router(campaigns_router)
     app.include_router(nodes_router)
     app.include_router(telemetry_router)
+    app.include_router(reports_router)
 
     @app.exception_handler(PlanError)
     async def plan_error(_: Request, error: PlanError) -> JSONResponse:

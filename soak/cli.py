@@ -18,6 +18,7 @@ from soak.config import Settings, get_settings
 from soak.console import TERMINAL_STATES, ApiClient, findings_table, follow, progress_table
 from soak.offline.formats import FileFormat
 from soak.plan import PlanError, load_plan
+from soak.report import cli as report_cli
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Fleet stability soak tests for AI accelerators.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(report_cli.app, name="report")
+app.command("compare")(report_cli.compare)
 console = Console()
 errors = Console(stderr=True)
 

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         description="file_sd JSON the controller rewrites with itself and every agent that registers; point "
         "Prometheus' file_sd_configs at it (deploy/prometheus/prometheus.yml)",
     )
+    report_signing_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs report manifests; `soak report keygen` makes one",
+    )
     rendezvous_host: str = Field(
         default="127.0.0.1",
         description="address of this host that workers reach for collective workloads' rendezvous (multi-node: "

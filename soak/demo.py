@@ -39,6 +39,7 @@ class DemoOutcome:
     false_findings: list[str]
     json_path: Path
     markdown_path: Path
+    report_dir: Path
 
     @property
     def as_expected(self) -> bool:
@@ -229,6 +230,9 @@ def run_demo(
         console.print(f"  {fault.kind.replace('_', ' ')} on {fault.device}: {verdict}")
     console.print(f"  healthy devices flagged: {', '.join(false_findings) or 'none'}")
     console.print(f"campaign {campaign_id} {state}; summaries: {json_path} and {markdown_path}")
+    report_dir = _write_report(database_url, campaign_id, settings.report_signing_key)
+    console.print(f"report: {report_dir / 'report.html'} (and .pdf, .json)")
+    console.print(f"check it with: soak report verify {report_dir}")
     if progress["campaign"].get("reason"):
         console.print(f"[red]reason:[/] {progress['campaign']['reason']}")
     return DemoOutcome(
@@ -239,4 +243,30 @@ def run_demo(
         false_findings=false_findings,
         json_path=json_path,
         markdown_path=markdown_path,
+        report_dir=report_dir,
     )
+
+
+def _write_report(database_url: str, campaign_id: int, key_path: Path | None) -> Path:
+    """The campaign's signed report (HTML, PDF, JSON and the data export) under .soak/reports; its directory."""
+    from soak.campaigns.models import Campaign
+    from soak.db import make_engine, session_factory
+    from soak.report.builder import build_report
+    from soak.report.bundle import ReportFormat, write_report_dir
+    from soak.report.signing import load_private_key
+
+    engine = make_engine(database_url)
+    try:
+        with session_factory(engine)() as session:
+            campaign = session.get(Campaign, campaign_id)
+            assert campaign is not None  # the demo has just run it
+            written = write_report_dir(
+                session=session,
+                report=build_report(session=session, campaign=campaign),
+                out_dir=DATA_DIR / "reports",
+                formats=list(ReportFormat),
+                key=load_private_key(key_path) if key_path is not None else None,
+            )
+    finally:
+        engine.dispose()
+    return written.directory

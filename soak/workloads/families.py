@@ -233,7 +233,8 @@ class DeviceFamily:
         return self.stacks[-1]
 
     def describe(self, index: int) -> dict[str, str]:
-        """Vendor, model, stack and the torch (and extension) versions of device `index`, for reports."""
+        """Vendor, model, stack, the torch (and extension) versions and the collective library of device `index`, for
+        reports."""
         torch = importlib.import_module("torch")
         stack = self.stack(index)
         description = {
@@ -241,10 +242,21 @@ class DeviceFamily:
             "model": self._device_name(index),
             "stack": stack.label(torch.version),
             "torch": str(torch.__version__),
+            "collectives": self._collectives_label(torch),
         }
         if self.module != "torch":
             description[self.module] = str(getattr(self._module(), "__version__", "unknown"))
         return description
+
+    def _collectives_label(self, torch: Any) -> str:
+        """The collective library with its version where torch exposes it (NCCL, or RCCL under ROCm)."""
+        if self.collective_backend != "nccl":
+            return self.collective_backend
+        try:
+            version = ".".join(str(part) for part in torch.cuda.nccl.version())
+        except (AttributeError, RuntimeError, TypeError):  # a torch built without NCCL
+            return self.collective_backend
+        return f"{'rccl' if torch.version.hip else 'nccl'} {version}"
 
     def _module(self) -> ModuleType:
         return importlib.import_module(self.module)

@@ -221,6 +221,7 @@ def test_cpu_description_names_the_cpu() -> None:
     assert description["vendor"] == "unknown" or description["vendor"] in expected_model
     assert description["stack"] == "CPU"
     assert description["torch"] == torch.__version__
+    assert description["collectives"] == "gloo"
 
 
 def test_a_vendor_package_works_through_the_family_contract(fakeaccel: ModuleType) -> None:
@@ -246,6 +247,7 @@ def test_a_vendor_package_works_through_the_family_contract(fakeaccel: ModuleTyp
         "model": "FakeAccel X200",
         "stack": "FakeRT",
         "torch": torch.__version__,
+        "collectives": "fakeccl",
         "torch_fakeaccel": "1.2.3",
     }
 
@@ -333,3 +335,4 @@ def test_cuda_family_on_a_real_gpu() -> None:
     description = cuda.describe(0)
     assert description["model"] == torch.cuda.get_device_name(0)
     assert description["stack"].endswith(str(torch.version.hip or torch.version.cuda))
+    assert description["collectives"].startswith(("nccl 2.", "rccl 2."))
