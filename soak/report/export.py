@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from soak.nodes.models import Device, Node
 from soak.report.model import FindingEntry
-from soak.telemetry.models import Event, Sample
+from soak.telemetry.models import Event, MetricName, Sample
 from soak.telemetry.rollup_models import HourRollup
 
 EXPORT_DIR = "data"
@@ -50,7 +50,7 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
     rollups = session.execute(
         select(
             HourRollup.device_id,
-            HourRollup.metric,
+            MetricName.name,
             HourRollup.bucket_s,
             HourRollup.count,
             HourRollup.sum_value,
@@ -58,8 +58,9 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
             HourRollup.max_value,
             HourRollup.last_value,
         )
+        .join(MetricName, MetricName.id == HourRollup.metric_id)
         .where(HourRollup.campaign_id == campaign_id)
-        .order_by(HourRollup.device_id, HourRollup.metric, HourRollup.bucket_s)
+        .order_by(HourRollup.device_id, MetricName.name, HourRollup.bucket_s)
         .execution_options(yield_per=READ_BATCH_ROWS)
     )
     events = session.scalars(select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s, Event.id))
@@ -67,7 +68,8 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
     left_out = None
     if raw_rows <= MAX_EXPORTED_SAMPLES:
         samples = session.execute(
-            select(Sample.time_s, Sample.node_id, Sample.device_id, Sample.metric, Sample.value)
+            select(Sample.time_s, Sample.node_id, Sample.device_id, MetricName.name, Sample.value)
+            .join(MetricName, MetricName.id == Sample.metric_id)
             .where(Sample.campaign_id == campaign_id)
             .order_by(Sample.time_s, Sample.id)
             .execution_options(yield_per=READ_BATCH_ROWS)

@@ -23,6 +23,7 @@ from soak.campaigns.models import Campaign, CampaignState, WorkloadRun
 from soak.findings.service import upsert_finding
 from soak.nodes.models import Device, Node
 from soak.plan import parse_plan
+from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.models import Event
 from soak.telemetry.rollup_models import HourRollup
 from soak.telemetry.rollups import roll_up
@@ -166,6 +167,7 @@ def _store_device(
                 rows = []
         write_samples(session=session, rows=rows)
         return
+    ids = metric_ids(session=session, names=telemetry.series)
     for metric, series in telemetry.series.items():
         finite = series.finite()
         if len(finite) == 0:
@@ -180,7 +182,7 @@ def _store_device(
                 {
                     "campaign_id": campaign_id,
                     "device_id": device.id,
-                    "metric": metric,
+                    "metric_id": ids[metric],
                     "bucket_s": int(buckets[a]),
                     "count": int(n),
                     "min_value": float(np.min(finite.values[a:b])),
