@@ -12,7 +12,8 @@ controller would have left them (raw older than the retention is retired once ro
      the hour rollups (target <= 10 s);
   3. binary COPY into the partitioned sample table (docs/benchmarks.md: 78 k rows/s into the table with foreign
      keys, before partitioning);
-  4. disk per device-day: raw partitions and rollup tables, with pg_total_relation_size.
+  4. disk per device-day: raw partitions and rollup tables, with pg_total_relation_size;
+  5. the detectors' read of one device's raw samples (device_series, what each detection pass loads).
 Prints a Markdown table; measures, asserts nothing.
 """
 
@@ -31,6 +32,7 @@ from soak.db import make_engine, session_factory
 from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.partitions import DAY_S, create_daily_partition
 from soak.telemetry.series import SeriesOut, read_series
+from soak.telemetry.service import device_series
 from soak.telemetry.summaries import campaign_summaries
 from soak.telemetry.writer import StoredRow, copy_samples
 
@@ -204,6 +206,10 @@ def main() -> None:
                 )
                 for _ in range(ROUNDS)
             ]
+            device_id = session.scalars(text("SELECT id FROM device WHERE name = :name"), {"name": device}).one()
+            detector_read_s = timed(
+                lambda: device_series(session=session, campaign_id=campaign_id, device_id=device_id)
+            )
             report_rows = len(campaign_summaries(session=session, campaign_id=campaign_id))
             report_s = [
                 timed(lambda: campaign_summaries(session=session, campaign_id=campaign_id)) for _ in range(ROUNDS)
@@ -238,6 +244,11 @@ def main() -> None:
         f"| 1-hour raw series (3600 samples, the last day's partition) "
         f"| median {statistics.median(raw_hour_s) * 1e3:.1f} ms "
         "| - |"
+    )
+    print(
+        f"| the detectors' read of one device's raw window (device_series: {arguments.metrics} metrics, "
+        f"{arguments.raw_days:g} day) | {detector_read_s:.1f} s, i.e. {detector_read_s / arguments.raw_days:.0f} s "
+        "per device-day | - |"
     )
     print(
         f"| report aggregates, whole campaign ({report_rows} device-metrics: count, mean, min, max, last; 1 h "
