@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from soak import __version__
+from soak.auth.views import router as auth_router
 from soak.campaigns.views import router as campaigns_router
 from soak.config import Settings
 from soak.db import make_engine, session_factory
@@ -18,6 +19,7 @@ from soak.metrics import ControllerMetrics
 from soak.nodes.views import router as nodes_router
 from soak.plan import PlanError, field_path
 from soak.scheduler.supervisor import Supervisor
+from soak.security import guard_app
 from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.views import router as telemetry_router
 
@@ -58,6 +60,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
     app.include_router(campaigns_router)
     app.include_router(nodes_router)
     app.include_router(telemetry_router)
+    app.include_router(auth_router)
+    guard_app(app, settings)
 
     @app.exception_handler(PlanError)
     async def plan_error(_: Request, error: PlanError) -> JSONResponse:

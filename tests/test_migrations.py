@@ -22,6 +22,8 @@ SOAK_TABLES = {
     "rollup_1m",
     "rollup_1h",
     "rollup_state",
+    "api_token",
+    "audit_entry",
 }
 
 
