@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from soak import __version__
@@ -89,7 +89,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
             session.connection()
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics() -> Response:
         """Prometheus exposition of the controller's own metrics."""
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

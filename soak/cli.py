@@ -79,7 +79,6 @@ def serve(
 ) -> None:
     """Run the controller (API, scheduler, detectors); applies pending migrations first."""
     import uvicorn
-
     from pydantic import ValidationError
 
     from soak.api import create_app

@@ -135,6 +135,7 @@ Operator = Depends(require_operator)
 Viewer = Depends(require_viewer)
 # What every guarded router may answer besides its own success (documented, so that clients can rely on them).
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body cannot be parsed"},
     401: {"model": ErrorOut, "description": "no token, or one unknown, revoked or expired"},
     403: {"model": ErrorOut, "description": "the token's role may not do this"},
     404: {"model": ErrorOut, "description": "no such resource"},

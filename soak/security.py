@@ -1,8 +1,9 @@
-"""Protections around every request: a cap on body size (chunked bodies too), CORS, and production's start check."""
+"""Protections around every request: a body size cap (chunked bodies too), valid Unicode, CORS, a production check."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -10,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from soak.auth.service import has_operator_token
 from soak.config import Settings
+from soak.plan import field_path
 from soak.telemetry.limits import IngestGuard
 
 
@@ -17,8 +19,9 @@ class ProductionUnready(RuntimeError):
     """Production mode without any way to administer the controller."""
 
 
-class BodySizeLimit:
-    """Answers 413 to a body over the limit, whether Content-Length announces it or chunks reveal it."""
+class RequestBodyGuard:
+    """Answers 413 to a body over the limit, whether Content-Length announces it or chunks reveal it, and 422 to
+    JSON text no store keeps (NUL, unpaired UTF-16 surrogates), which would otherwise fail deep in a write."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -47,7 +50,13 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        whole = b"".join(chunks)
+        where = unstorable_field(whole)
+        if where is not None:
+            problem = f"{where}: holds a NUL character or an unpaired UTF-16 surrogate; send valid Unicode text"
+            await _answer(send, 422, {"detail": "invalid request", "problems": [problem]})
+            return
+        body: Message | None = {"type": "http.request", "body": whole, "more_body": False}
 
         async def replay() -> Message:
             nonlocal body
@@ -60,10 +69,49 @@ class BodySizeLimit:
 
     async def _too_large(self, send: Send) -> None:
         detail = f"the request body is larger than {self.max_body_bytes} bytes (SOAK_MAX_BODY_BYTES); send less"
-        content = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        await _answer(send, 413, {"detail": detail})
+
+
+async def _answer(send: Send, status_code: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def unstorable_field(body: bytes) -> str | None:
+    """The path of the first JSON string (or key) holding NUL or an unpaired surrogate; `(body)` for the document."""
+    # Only JSON escapes carry them (raw bytes that are not UTF-8 fail parsing anyway): most bodies skip the parse.
+    lowered = body.lower()
+    if b"\\ud" not in lowered and b"\\u0000" not in lowered:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route answers that
+
+    def walk(value: Any, path: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
+        if isinstance(value, str):
+            return None if _storable(value) else path
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and not _storable(key):
+                return path
+            found = walk(item, (*path, key))
+            if found is not None:
+                return found
+        return None
+
+    found = walk(document, ())
+    return None if found is None else field_path(found) if found else "(body)"
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
 
 
 def guard_app(app: FastAPI, settings: Settings) -> None:
@@ -76,7 +124,7 @@ def guard_app(app: FastAPI, settings: Settings) -> None:
                     "(it works on the store directly), or set SOAK_API_TOKEN to at least 32 random characters"
                 )
     app.state.ingest_guard = IngestGuard.from_settings(settings)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestBodyGuard, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         # Bearer tokens travel in a header, never in cookies: no credentials mode.
         app.add_middleware(

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from soak.errors import INT32_MAX
 from soak.telemetry.schemas import NAME_PATTERN
 
 
@@ -16,7 +17,7 @@ class DeviceIn(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN, description="unique in the fleet, e.g. gpu-07/cuda3 or sim3")
     backend: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="device backend, e.g. cpu, cuda, npu, sim")
-    index: int = Field(default=0, ge=0)
+    index: int = Field(default=0, ge=0, le=INT32_MAX)
     vendor: str = Field(max_length=64)
     model: str = Field(max_length=128)
     uuid: str | None = Field(default=None, max_length=128)
@@ -24,7 +25,7 @@ class DeviceIn(BaseModel):
     bus_id: str | None = Field(default=None, max_length=64)
     driver_version: str | None = Field(default=None, max_length=64)
     firmware_version: str | None = Field(default=None, max_length=64)
-    memory_total_bytes: int | None = Field(default=None, ge=0)
+    memory_total_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
     simulated: bool = False
 
 

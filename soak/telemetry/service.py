@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from soak.analysis.series import Series
 from soak.campaigns.models import Campaign
+from soak.config import Settings
 from soak.nodes.models import Device, Node
 from soak.plan import field_path
 from soak.telemetry.limits import IngestGuard, negative_problem
@@ -70,8 +71,14 @@ def _validate_items(
     return valid
 
 
-def ingest(*, session: Session, batch: TelemetryBatch, guard: IngestGuard, now_s: float | None = None) -> IngestResult:
-    """Store what is valid in a batch once; a batch id seen before stores nothing again."""
+def ingest(
+    *, session: Session, batch: TelemetryBatch, guard: IngestGuard | None = None, now_s: float | None = None
+) -> IngestResult:
+    """Store what is valid in a batch once; a batch id seen before stores nothing again.
+
+    guard: the controller's limits and the metric names its nodes sent (default: SOAK_MAX_* limits, no history).
+    """
+    guard = guard if guard is not None else IngestGuard.from_settings(Settings())
     too_large = guard.count_problems(samples=len(batch.samples), events=len(batch.events))
     if too_large:
         raise BatchRefused(too_large)

@@ -13,11 +13,9 @@ from sqlalchemy import Engine, delete, event, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, UOWTransaction
 
-from soak.config import Settings
 from soak.nodes.models import Device, Node
 from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.nodes.service import register_node
-from soak.telemetry.limits import IngestGuard
 from soak.telemetry.models import IngestedBatch, Sample
 from soak.telemetry.schemas import TelemetryBatch
 from soak.telemetry.service import ingest
@@ -152,12 +150,12 @@ def test_a_batch_that_fails_while_its_samples_are_written_leaves_nothing_and_its
 
     event.listen(session, "after_flush", rename_value_column)
     with pytest.raises(DBAPIError):
-        ingest(session=session, batch=batch, guard=IngestGuard.from_settings(Settings()))
+        ingest(session=session, batch=batch)
     event.remove(session, "after_flush", rename_value_column)
 
     assert stored(engine) == []
     assert session.get(IngestedBatch, batch.batch_id) is None
-    result = ingest(session=session, batch=batch, guard=IngestGuard.from_settings(Settings()))
+    result = ingest(session=session, batch=batch)
     assert (result.duplicate, result.samples_stored) == (False, 400)
     assert len(stored(engine)) == 400
 
@@ -175,7 +173,7 @@ def test_a_batch_that_loses_a_race_with_its_retry_stores_nothing(session: Sessio
             )
 
     event.listen(session, "before_flush", retry_stored_first, once=True)
-    result = ingest(session=session, batch=batch, guard=IngestGuard.from_settings(Settings()))
+    result = ingest(session=session, batch=batch)
 
     assert (result.duplicate, result.samples_stored) == (True, 0)
     assert stored(engine) == []
