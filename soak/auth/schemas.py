@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from soak.auth.models import Role
 from soak.telemetry.schemas import NAME_PATTERN
@@ -44,16 +44,23 @@ class TokenIn(BaseModel):
 
     name: str = Field(pattern=TOKEN_NAME_PATTERN, description="who or what holds it, e.g. alice or gpu-07 agent")
     role: Role
-    node: str | None = Field(default=None, pattern=NAME_PATTERN, description="agent tokens: the node it pushes for")
+    node: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        validate_default=True,
+        description="agent tokens: the node it registers and pushes for",
+    )
     expires_in_days: float | None = Field(default=None, gt=0, le=3650, description="never expires when omitted")
 
-    @model_validator(mode="after")
-    def _node_for_agents_only(self) -> TokenIn:
-        if self.role is Role.AGENT and self.node is None:
-            raise ValueError("node: an agent token is bound to one node; name it (--node)")
-        if self.role is not Role.AGENT and self.node is not None:
-            raise ValueError(f"node: only agent tokens are bound to a node; leave it out for a {self.role} token")
-        return self
+    @field_validator("node")
+    @classmethod
+    def _node_for_agents_only(cls, node: str | None, info: ValidationInfo) -> str | None:
+        role = info.data.get("role")
+        if role is Role.AGENT and node is None:
+            raise ValueError("an agent token is bound to one node; name it")
+        if role is not None and role is not Role.AGENT and node is not None:
+            raise ValueError(f"only agent tokens are bound to a node; leave it out for a {role} token")
+        return node
 
 
 class TokenOut(BaseModel):
