@@ -337,7 +337,7 @@ def describe_errors(error: ValidationError) -> list[str]:
     """One `field.path: what is wrong` line per problem, with the rejected input where it helps."""
     lines: list[str] = []
     for item in error.errors(include_url=False):
-        loc = tuple(part for part in item["loc"] if not _is_union_tag(part))
+        loc = _without_union_tags(tuple(item["loc"]))
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "enum":
             expected = item.get("ctx", {}).get("expected", "")
@@ -350,15 +350,22 @@ def describe_errors(error: ValidationError) -> list[str]:
     return lines
 
 
-def _is_union_tag(part: int | str) -> bool:
-    return isinstance(part, str) and part in {
-        "memory_leak",
-        "throughput_decay",
-        "thermal_runaway",
-        "driver_errors",
-        "hang",
-        "sdc",
-    }
+def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """A fault's location without the fault kind pydantic inserts (`faults[0].memory_leak.start`), and only there:
+    a field of any other name stays, so that an unknown field called `hang` is still named."""
+    return tuple(
+        part
+        for position, part in enumerate(loc)
+        if not (
+            position >= 2
+            and loc[position - 2] == "faults"
+            and isinstance(loc[position - 1], int)
+            and part in _FAULT_KINDS
+        )
+    )
+
+
+_FAULT_KINDS = {"memory_leak", "throughput_decay", "thermal_runaway", "driver_errors", "hang", "sdc"}
 
 
 def parse_plan(data: Any) -> Plan:
