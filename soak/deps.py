@@ -133,6 +133,9 @@ def agent_node(
 AgentNode = Annotated[str, Depends(agent_node)]
 Operator = Depends(require_operator)
 Viewer = Depends(require_viewer)
+# The names of the single shared token's time, for routers written then: a write is an operator's, a read a viewer's.
+Writer = Operator
+Reader = Viewer
 # What every guarded router may answer besides its own success (documented, so that clients can rely on them).
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "the body cannot be parsed"},

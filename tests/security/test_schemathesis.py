@@ -18,7 +18,7 @@ from soak.embedded import EmbeddedController, free_port
 from tests.conftest import TOKEN
 
 # Examples per operation: enough to reach every documented error of each route, few enough for two cores.
-EXAMPLES = 25
+EXAMPLES = 50
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
