@@ -111,12 +111,15 @@ def ingest(
     now_s = time.time() if now_s is None else now_s
     over_cap = guard.metric_problems(node.name, {sample.metric for _, sample in samples})
 
+    earliest_s, latest_s = now_s - guard.max_age_s, now_s + guard.max_ahead_s
+
     def refusal(device_name: str | None, time_s: float) -> tuple[str, str] | None:
         """The field of a valid item the controller still refuses, and why; None: store it."""
         if device_name not in targets:
             return "device", f"{device_name!r} is not a device of node {node.name!r}"
-        mistimed = guard.time_problem(time_s, now_s)
-        return ("time_s", mistimed) if mistimed is not None else None
+        if not earliest_s <= time_s <= latest_s:
+            return "time_s", guard.time_problem(time_s, now_s) or f"{time_s} is outside the accepted window"
+        return None
 
     def sample_refusal(sample: SampleIn) -> tuple[str, str] | None:
         negative = negative_problem(sample.metric, sample.value)
@@ -127,7 +130,13 @@ def ingest(
     node_id = node.id
     sample_rows: list[SampleRow] = []
     for position, sample in samples:
-        problem = refusal(sample.device, sample.time_s) or sample_refusal(sample)
+        clean = (
+            sample.device in targets
+            and earliest_s <= sample.time_s <= latest_s
+            and sample.value >= 0
+            and sample.metric not in over_cap
+        )
+        problem = None if clean else refusal(sample.device, sample.time_s) or sample_refusal(sample)
         if problem is not None:
             rejected.append(Rejected(index=position, field=f"samples[{position}].{problem[0]}", problem=problem[1]))
             continue
