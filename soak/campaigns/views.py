@@ -17,6 +17,7 @@ from soak.errors import INT32_MAX
 from soak.findings.schemas import FindingOut
 from soak.findings.service import list_findings
 from soak.plan import parse_plan
+from soak.telemetry.schemas import METRIC_PATTERN, NAME_PATTERN
 from soak.telemetry.series import BadRange, SeriesOut, UnknownDevice, read_series
 from soak.telemetry.service import list_events
 
@@ -117,8 +118,10 @@ def campaign_events(
 def campaign_series(
     session: SessionDep,
     campaign_id: CampaignId,
-    metric: Annotated[str, Query(max_length=96, description="e.g. throughput.gemm or device.temperature_c")],
-    device: Annotated[str, Query(max_length=128, description="soak's device name, e.g. gpu-07/cuda3")],
+    metric: Annotated[
+        str, Query(max_length=96, pattern=METRIC_PATTERN, description="e.g. throughput.gemm or device.temperature_c")
+    ],
+    device: Annotated[str, Query(pattern=NAME_PATTERN, description="soak's device name, e.g. gpu-07/cuda3")],
     from_s: Annotated[
         float | None, Query(alias="from", description="epoch seconds; default: the hour the campaign started in")
     ] = None,

@@ -16,7 +16,9 @@ class DeviceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, description="unique in the fleet, e.g. gpu-07/cuda3 or sim3")
-    backend: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="device backend, e.g. cpu, cuda, npu, sim")
+    backend: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$", max_length=32, description="device backend, e.g. cpu, cuda, npu, sim"
+    )
     index: int = Field(default=0, ge=0, le=INT32_MAX)
     vendor: str = Field(max_length=64)
     model: str = Field(max_length=128)

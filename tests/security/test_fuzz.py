@@ -7,8 +7,6 @@ import copy
 import csv
 import io
 import itertools
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from soak.db import make_engine, session_factory
 from soak.offline.formats import FileFormat
 from soak.offline.importer import import_file
 from soak.offline.lines import ImportRefused
@@ -107,16 +104,6 @@ def test_any_text_as_a_plan_file_is_refused_by_file_or_field(
         assert error.problems and all(": " in line for line in error.problems), error.problems
 
 
-@pytest.fixture
-def store(migrated_sqlite: Path, tmp_path: Path) -> Iterator[Session]:
-    """A session on a migrated SQLite store of this test's own."""
-    shutil.copyfile(migrated_sqlite, tmp_path / "soak.db")
-    engine = make_engine(f"sqlite:///{tmp_path / 'soak.db'}")
-    with session_factory(engine)() as session:
-        yield session
-    engine.dispose()
-
-
 CELL = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["1795860000", "2026-11-28T10:00:00Z", "1e400", "-1", "nan", "inf", "0", "99999999999999"]),
@@ -150,32 +137,52 @@ def csv_text(header: str, rows: list[list[str]]) -> str:
 @FUZZ
 @given(rows=st.lists(st.lists(CELL, max_size=7), max_size=12))
 def test_a_long_csv_of_hostile_lines_names_each_line_it_refuses(
-    store: Session, tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]]
+    session: Session, tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]]
 ) -> None:
     path = tmp_path_factory.mktemp("import") / "telemetry.csv"
     path.write_text(csv_text("timestamp,node,device,metric,value", rows), errors="surrogatepass")
 
-    import_problems(store, path, FileFormat.LONG)
+    import_problems(session, path, FileFormat.LONG)
 
 
 @FUZZ
 @given(rows=st.lists(st.lists(CELL, min_size=1, max_size=40), max_size=8))
 def test_an_nvidia_smi_csv_of_hostile_lines_names_each_line_it_refuses(
-    store: Session, tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]]
+    session: Session, tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]]
 ) -> None:
     header = (FIXTURES / "virtualclient-8xh100-nounits.csv").read_text().splitlines()[0]
     path = tmp_path_factory.mktemp("import") / "smi.csv"
     path.write_text(csv_text(header, rows), errors="surrogatepass")
 
-    import_problems(store, path, FileFormat.NVIDIA_SMI)
+    import_problems(session, path, FileFormat.NVIDIA_SMI)
 
 
 @FUZZ
 @given(content=st.binary(max_size=600), file_format=st.sampled_from(list(FileFormat)))
 def test_any_bytes_as_a_telemetry_file_are_refused_by_line(
-    store: Session, tmp_path_factory: pytest.TempPathFactory, content: bytes, file_format: FileFormat
+    session: Session, tmp_path_factory: pytest.TempPathFactory, content: bytes, file_format: FileFormat
 ) -> None:
     path = tmp_path_factory.mktemp("import") / "raw.csv"
     path.write_bytes(content)
 
-    import_problems(store, path, file_format)
+    import_problems(session, path, file_format)
+
+
+@pytest.mark.parametrize(
+    ("file_format", "text"),
+    [
+        # A superscript two passes str.isdigit but not int(); a 20-digit index fits no column.
+        (FileFormat.NVIDIA_SMI, "timestamp, index, power.draw [W]\n2024/03/15 13:57:59.791, \u00b2, 70\n"),
+        (FileFormat.NVIDIA_SMI, f"timestamp, index, power.draw [W]\n2024/03/15 13:57:59.791, {'9' * 20}, 70\n"),
+        # A backend longer than the device table holds, and an index past 32 bits, are read as unknown.
+        (FileFormat.LONG, f"timestamp,node,device,metric,value\n1795860000,n1,n1/{'a' * 40}0,device.power_w,1\n"),
+        (FileFormat.LONG, f"timestamp,node,device,metric,value\n1795860000,n1,sim{'9' * 12},device.power_w,1\n"),
+    ],
+)
+def test_hostile_lines_found_by_the_fuzz_are_named_not_raised(
+    session: Session, tmp_path: Path, file_format: FileFormat, text: str
+) -> None:
+    path = tmp_path / "found.csv"
+    path.write_text(text)
+
+    import_problems(session, path, file_format)

@@ -172,6 +172,12 @@ def test_a_node_sends_at_most_its_share_of_metric_names(
         ("POST", "/api/v1/tokens", {"name": "a", "role": "agent"}, "node"),
         ("PUT", "/api/v1/nodes/node-a", {"hostname": "h" * 256, "inbox_dir": "", "sim_state_dir": ""}, "hostname"),
         ("PUT", "/api/v1/nodes/node-a", {"hostname": "h\u0000", "inbox_dir": "", "sim_state_dir": ""}, "hostname"),
+        (
+            "PUT",
+            "/api/v1/nodes/node-a",
+            {"hostname": "h", "inbox_dir": "", "sim_state_dir": "", "devices": [{"name": "d0", "backend": "b" * 33}]},
+            "devices[0].backend",
+        ),
     ],
 )
 def test_strings_and_numbers_out_of_bounds_are_a_422_naming_the_field(

@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from soak.api import create_app
-from soak.auth.service import audit_entries
+from soak.auth.models import Role
+from soak.auth.schemas import Outcome, TokenIn
+from soak.auth.service import audit_entries, authenticate, create_token, record, revoke_token
 from soak.cli import app
 from soak.config import Settings, get_settings, new_token
 from soak.db import make_engine, session_factory
@@ -121,3 +124,18 @@ def test_campaign_actions_are_in_the_audit_log_with_who_what_and_when(
     engine.dispose()
     with sqlite3.connect(store_url.removeprefix("sqlite:///")) as connection:
         assert connection.execute("SELECT count(*) FROM api_token WHERE digest LIKE 'soak_%'").fetchone() == (0,)
+
+
+def test_tokens_and_the_audit_log_on_each_backend(session: Session) -> None:
+    token, secret = create_token(session=session, token_in=TokenIn(name="gpu-07 agent", role=Role.AGENT, node="gpu-07"))
+    principal = authenticate(session=session, secret=secret, bootstrap_token=None)
+    assert principal is not None
+    record(session=session, principal=principal, action="campaign.stop", outcome=Outcome.REFUSED, campaign_id=3)
+
+    assert (principal.token_id, principal.role, principal.node) == (token.id, Role.AGENT, "gpu-07")
+    assert authenticate(session=session, secret=secret + "x", bootstrap_token=None) is None
+    [entry] = audit_entries(session=session, campaign_id=3)
+    assert (entry.token_id, entry.actor, entry.outcome) == (token.id, "gpu-07 agent", "refused")
+    assert entry.at.tzinfo is not None
+    revoke_token(session=session, token_id=token.id)
+    assert authenticate(session=session, secret=secret, bootstrap_token=None) is None
