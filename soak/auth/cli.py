@@ -17,7 +17,11 @@ app = typer.Typer(help="Access tokens: issue, list, revoke (on SOAK_DATABASE_URL
 
 def _local_operator() -> Principal:
     """Whoever reaches the store directly holds every right; the audit log names their login."""
-    return Principal(token_id=None, name=f"local:{getpass.getuser()}"[:64], role=Role.OPERATOR)
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment nor in the password database (a container)
+        login = "unknown"
+    return Principal(token_id=None, name=f"local:{login}"[:64], role=Role.OPERATOR)
 
 
 def _option_problems(error: ValidationError) -> str:
@@ -40,7 +44,7 @@ def create(
 
     try:
         token_in = TokenIn(
-            name=name or (f"{role.value} {node}" if node else role.value),
+            name=name or (f"{role.value} {node}"[:64] if node else role.value),
             role=role,
             node=node,
             expires_in_days=expires_in_days,

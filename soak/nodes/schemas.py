@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from soak.errors import INT32_MAX
 from soak.telemetry.schemas import NAME_PATTERN
@@ -41,6 +41,15 @@ class NodeIn(BaseModel):
     inbox_dir: str = Field(max_length=1024, description="directory where workers leave reports for the agent")
     sim_state_dir: str = Field(max_length=1024, description="directory simulated devices publish state to")
     devices: list[DeviceIn] = Field(default_factory=list, max_length=1024)
+
+    @field_validator("devices")
+    @classmethod
+    def _names_unique(cls, devices: list[DeviceIn]) -> list[DeviceIn]:
+        names = [device.name for device in devices]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"device names must differ; {', '.join(map(repr, repeated))} is given more than once")
+        return devices
 
 
 class DeviceOut(DeviceIn):

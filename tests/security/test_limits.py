@@ -20,6 +20,7 @@ from soak.embedded import EmbeddedController, free_port
 from tests.security.conftest import bearer
 
 MakeClient = Callable[..., TestClient]
+DEVICE = {"name": "sim0", "backend": "sim", "vendor": "simulated", "model": "Simulated H200"}
 
 
 @pytest.fixture
@@ -177,6 +178,12 @@ def test_a_node_sends_at_most_its_share_of_metric_names(
             "/api/v1/nodes/node-a",
             {"hostname": "h", "inbox_dir": "", "sim_state_dir": "", "devices": [{"name": "d0", "backend": "b" * 33}]},
             "devices[0].backend",
+        ),
+        (
+            "PUT",
+            "/api/v1/nodes/node-a",
+            {"hostname": "h", "inbox_dir": "", "sim_state_dir": "", "devices": [DEVICE, DEVICE]},
+            "devices: device names must differ",
         ),
     ],
 )
