@@ -41,7 +41,7 @@ class ControllerClient:
         )
         if response.status_code == 409:
             raise UnknownToController(response.text)
-        if response.status_code == 422:
+        if response.status_code in (413, 422):
             raise BatchInvalid(response.text)
         if response.status_code in (401, 403):
             raise ControllerRejected(f"batch refused ({response.status_code}): {response.text}")

@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from soak import __version__
+from soak.auth.views import router as auth_router
 from soak.campaigns.views import router as campaigns_router
 from soak.config import Settings
 from soak.db import make_engine, session_factory
@@ -19,6 +20,7 @@ from soak.nodes.views import router as nodes_router
 from soak.plan import PlanError, field_path
 from soak.report.views import router as reports_router
 from soak.scheduler.supervisor import Supervisor
+from soak.security import guard_app
 from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.views import router as telemetry_router
 
@@ -60,6 +62,8 @@ def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
     app.include_router(nodes_router)
     app.include_router(telemetry_router)
     app.include_router(reports_router)
+    app.include_router(auth_router)
+    guard_app(app, settings)
 
     @app.exception_handler(PlanError)
     async def plan_error(_: Request, error: PlanError) -> JSONResponse:
@@ -87,7 +91,7 @@ def create_app(settings: Settings, *, run_scheduler: bool = True) -> FastAPI:
             session.connection()
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics() -> Response:
         """Prometheus exposition of the controller's own metrics."""
         return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

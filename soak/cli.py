@@ -14,6 +14,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from soak.auth.cli import app as token_app
 from soak.config import Settings, get_settings
 from soak.console import TERMINAL_STATES, ApiClient, findings_table, follow, progress_table
 from soak.offline.formats import FileFormat
@@ -30,6 +31,7 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(report_cli.app, name="report")
 app.command("compare")(report_cli.compare)
+app.add_typer(token_app, name="token")
 console = Console()
 errors = Console(stderr=True)
 
@@ -80,21 +82,30 @@ def serve(
 ) -> None:
     """Run the controller (API, scheduler, detectors); applies pending migrations first."""
     import uvicorn
+    from pydantic import ValidationError
 
     from soak.api import create_app
     from soak.migrations import upgrade
+    from soak.security import ProductionUnready
 
     _logging(verbose)
     given: dict[str, Any] = {"host": host, "port": port, "executor": executor}
-    settings = Settings(**{key: value for key, value in given.items() if value is not None})
+    try:
+        settings = Settings(**{key: value for key, value in given.items() if value is not None})
+    except ValidationError as error:
+        raise _fail("; ".join(str(item["msg"]).removeprefix("Value error, ") for item in error.errors())) from None
     if settings.api_token is None:
-        errors.print("[yellow]SOAK_API_TOKEN is not set: the API is read-only until you set it[/]")
+        errors.print("[yellow]SOAK_API_TOKEN is not set: only tokens from `soak token create` are accepted[/]")
     upgrade(settings.database_url)
+    try:
+        controller = create_app(settings)
+    except ProductionUnready as error:
+        raise _fail(str(error)) from None
     console.print(
         f"controller on http://{settings.host}:{settings.port} (OpenAPI at /docs), "
         f"store {settings.database_url.split('@')[-1]}, executor {settings.executor}"
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(controller, host=settings.host, port=settings.port, log_level="warning")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(".soak")
+_PLACEHOLDERS = ("changeme", "change-me", "change_me", "example", "default", "placeholder", "password", "demo")
 
 
 class Settings(BaseSettings):
@@ -20,8 +21,29 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "demo", "production"] = "development"
     database_url: str = f"sqlite:///{DATA_DIR / 'soak.db'}"
-    api_token: str | None = Field(default=None, description="bearer token required for writes")
-    host: str = "127.0.0.1"
+    api_token: str | None = Field(
+        default=None,
+        description="bootstrap operator token (every right); tokens from `soak token create` are the ones to hand out",
+    )
+    host: str = Field(default="127.0.0.1", description="listen address; loopback unless told otherwise")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed to call the API; none (CORS closed) by default"
+    )
+    max_body_bytes: int = Field(default=32 << 20, ge=1024, description="larger request bodies are answered 413")
+    max_batch_samples: int = Field(default=200_000, ge=1, description="samples one telemetry batch may carry")
+    max_batch_events: int = Field(default=20_000, ge=1, description="events one telemetry batch may carry")
+    max_metrics_per_node: int = Field(
+        default=2000, ge=1, description="distinct metric names a node may send; samples of further names are refused"
+    )
+    max_sample_age_s: float = Field(
+        default=3652 * 86400.0,
+        gt=0,
+        description="samples and events older than this are refused: ten years by default, which catches a clock "
+        "at 1970 or uptime sent as epoch seconds; tighten it to what a node's spool can hold back",
+    )
+    max_clock_ahead_s: float = Field(
+        default=3600.0, gt=0, description="samples and events further in the future are refused (a wrong clock)"
+    )
     port: int = Field(default=8000, ge=0, le=65535)
     executor: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(default=None, description="existing cluster; a local one starts when unset")
@@ -57,15 +79,24 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _production_needs_a_real_token(self) -> Settings:
-        if self.environment == "production" and (self.api_token is None or len(self.api_token) < 32):
-            raise ValueError("SOAK_API_TOKEN must be set to at least 32 random characters in production")
+    def _production_refuses_a_weak_token(self) -> Settings:
+        if self.environment == "production" and self.api_token is not None and weak_token(self.api_token):
+            raise ValueError(
+                "SOAK_API_TOKEN is too weak for production: use at least 32 random characters (`soak token "
+                "create` issues stored tokens), or unset it once an operator token exists"
+            )
         return self
 
     @property
     def reads_open(self) -> bool:
         """Whether reads skip the token (demo and development only)."""
         return self.environment != "production"
+
+
+def weak_token(token: str) -> bool:
+    """Short, repetitive, or a placeholder left from an example (`changeme`, `demo`, ...)."""
+    lowered = token.lower()
+    return len(token) < 32 or len(set(token)) < 10 or any(word in lowered for word in _PLACEHOLDERS)
 
 
 def new_token() -> str:

@@ -1,16 +1,25 @@
-"""FastAPI dependencies: settings, sessions, and the bearer token that guards writes."""
+"""FastAPI dependencies: settings, sessions, and who a request acts as, with one dependency per role.
+
+Routers guard each route where they define it: `dependencies=[Operator]` or `[Viewer]`, `principal: OperatorDep`
+where the view records who acted, `node: AgentNode` for routes an agent calls for its own node (`{name}` in the
+path), and check_node() where the node comes in the body.
+"""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from soak.auth import service as auth
+from soak.auth.models import Role
+from soak.auth.schemas import Outcome, Principal
 from soak.config import Settings
+from soak.errors import INT32_MAX, ErrorOut, ProblemsOut
+from soak.telemetry.schemas import NAME_PATTERN
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -32,28 +41,108 @@ SessionDep = Annotated[Session, Depends(get_session)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _check(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    expected = settings.api_token
-    if expected is None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "writes are disabled: start the controller with SOAK_API_TOKEN")
-    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "a valid bearer token is required: send 'Authorization: Bearer $SOAK_API_TOKEN'",
-            headers={"WWW-Authenticate": "Bearer"},
+def get_principal(session: SessionDep, settings: SettingsDep, credentials: Credentials) -> Principal | None:
+    """The token's principal; None without a token; 401 for a token that is unknown, revoked or expired."""
+    if credentials is None:
+        return None
+    principal = auth.authenticate(session=session, secret=credentials.credentials, bootstrap_token=settings.api_token)
+    if principal is None:
+        raise _unauthenticated("the bearer token is unknown, revoked or expired")
+    return principal
+
+
+PrincipalDep = Annotated[Principal | None, Depends(get_principal)]
+
+
+def _unauthenticated(why: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        f"{why}: a valid bearer token is required, sent as 'Authorization: Bearer <token>' "
+        "(an operator issues one with `soak token create`)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _campaign_in_path(request: Request) -> int | None:
+    text = str(request.path_params.get("campaign_id", ""))
+    return int(text) if text.isdigit() and int(text) <= INT32_MAX else None
+
+
+def refuse(*, request: Request, session: Session, principal: Principal | None, why: str) -> HTTPException:
+    """401 without a token; otherwise 403, written to the audit log and the log, so that a probing token shows."""
+    if principal is None:
+        return _unauthenticated("no token")
+    auth.record(
+        session=session,
+        principal=principal,
+        action=f"{request.method} {request.url.path}",
+        outcome=Outcome.REFUSED,
+        campaign_id=_campaign_in_path(request),
+        target=request.url.path,
+        detail=why,
+    )
+    return HTTPException(status.HTTP_403_FORBIDDEN, f"a {principal.role} token may not do this: {why}")
+
+
+def require_operator(request: Request, session: SessionDep, principal: PrincipalDep) -> Principal:
+    """Operators only: campaigns, tokens."""
+    if principal is not None and principal.role is Role.OPERATOR:
+        return principal
+    raise refuse(request=request, session=session, principal=principal, why="it needs an operator token")
+
+
+def require_viewer(
+    request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> Principal | None:
+    """Operators and viewers read; in development and demo mode reads are open to anyone."""
+    if settings.reads_open or (principal is not None and principal.role in (Role.OPERATOR, Role.VIEWER)):
+        return principal
+    raise refuse(request=request, session=session, principal=principal, why="reading needs a viewer token")
+
+
+def require_ingest(request: Request, session: SessionDep, principal: PrincipalDep) -> Principal:
+    """Agents (for their own node, see check_node) and operators push telemetry and register nodes."""
+    if principal is not None and principal.role in (Role.OPERATOR, Role.AGENT):
+        return principal
+    raise refuse(request=request, session=session, principal=principal, why="it needs an agent token")
+
+
+IngestDep = Annotated[Principal, Depends(require_ingest)]
+OperatorDep = Annotated[Principal, Depends(require_operator)]
+
+
+def check_node(*, request: Request, session: Session, principal: Principal, node: str) -> None:
+    """Refuse (403, audited) an agent token acting for a node other than the one it was issued to."""
+    if not principal.may_act_for(node):
+        raise refuse(
+            request=request,
+            session=session,
+            principal=principal,
+            why=f"node: the token was issued to node {principal.node!r}, not {node!r}",
         )
 
 
-def require_writer(settings: SettingsDep, credentials: Credentials) -> None:
-    """Writes always need the token."""
-    _check(settings, credentials)
+def agent_node(
+    request: Request, session: SessionDep, principal: IngestDep, name: Annotated[str, Path(pattern=NAME_PATTERN)]
+) -> str:
+    """The `{name}` node of the path, once the token is allowed to act for it."""
+    check_node(request=request, session=session, principal=principal, node=name)
+    return name
 
 
-def require_reader(settings: SettingsDep, credentials: Credentials) -> None:
-    """Reads need the token in production; they are open in development and demo mode."""
-    if not settings.reads_open:
-        _check(settings, credentials)
-
-
-Writer = Depends(require_writer)
-Reader = Depends(require_reader)
+AgentNode = Annotated[str, Depends(agent_node)]
+Operator = Depends(require_operator)
+Viewer = Depends(require_viewer)
+# The names of the single shared token's time, for routers written then: a write is an operator's, a read a viewer's.
+Writer = Operator
+Reader = Viewer
+# What every guarded router may answer besides its own success (documented, so that clients can rely on them).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body cannot be parsed"},
+    401: {"model": ErrorOut, "description": "no token, or one unknown, revoked or expired"},
+    403: {"model": ErrorOut, "description": "the token's role may not do this"},
+    404: {"model": ErrorOut, "description": "no such resource"},
+    409: {"model": ErrorOut, "description": "conflicts with the resource's state"},
+    413: {"model": ErrorOut, "description": "the body is larger than SOAK_MAX_BODY_BYTES"},
+    422: {"model": ProblemsOut, "description": "invalid request; each problem names its field"},
+}

@@ -1,5 +1,6 @@
 """Every table, imported in one place for Alembic and for creating a schema."""
 
+from soak.auth.models import ApiToken, AuditEntry
 from soak.campaigns.models import Campaign, WorkloadRun
 from soak.db import Base
 from soak.findings.models import Finding
@@ -8,6 +9,8 @@ from soak.telemetry.models import Event, IngestedBatch, MetricName, Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, RollupState
 
 __all__ = [
+    "ApiToken",
+    "AuditEntry",
     "Base",
     "Campaign",
     "Device",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import timedelta
 from enum import StrEnum
@@ -34,6 +35,13 @@ from soak.analysis.thermal import ThermalLimits
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_LONGEST_S = 1e12
+# Bounds on what one plan may ask for: far above any real campaign, low enough that no plan exhausts the controller.
+MAX_DURATION = timedelta(days=366)
+MAX_DEVICES = 100_000
+MAX_SELECTORS = 256
+MAX_WORKLOADS = 64
+MAX_FAULTS = 1024
 
 
 def parse_duration(value: Any) -> Any:
@@ -43,7 +51,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90s, 30m, 36h or 14d")
     if isinstance(value, int | float):
-        return timedelta(seconds=float(value))
+        return _timedelta(float(value), value)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("-"):
@@ -52,8 +60,15 @@ def parse_duration(value: Any) -> Any:
         if match is None:
             raise ValueError(f"{value!r} is not a duration; write a number and a unit (ms, s, m, h, d, w), e.g. 36h")
         number, unit = match.groups()
-        return timedelta(seconds=float(number) * _UNIT_SECONDS[unit or "s"])
+        return _timedelta(float(number) * _UNIT_SECONDS[unit or "s"], value)
     raise ValueError("expected a duration such as 90s, 30m, 36h or 14d")
+
+
+def _timedelta(seconds: float, value: Any) -> timedelta:
+    # timedelta raises OverflowError past about 2.7 million years, which pydantic would not report as a field error.
+    if not math.isfinite(seconds) or abs(seconds) > _LONGEST_S:
+        raise ValueError(f"{value!r} is not a duration soak can hold; write one such as 90s, 30m, 36h or 14d")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -83,17 +98,19 @@ class Precision(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DeviceSelector(_Strict):
     """Which devices a campaign takes: real ones by vendor/model/node, or `simulated: N`."""
 
-    vendor: str | None = Field(default=None, description="e.g. nvidia, huawei, cpu")
-    model: str | None = Field(default=None, description="substring of the model name, e.g. H200")
-    count: int | None = Field(default=None, ge=1, description="how many; all that match when omitted")
-    nodes: list[str] | None = Field(default=None, min_length=1, description="only these node names")
-    simulated: int | None = Field(default=None, ge=1, description="take N simulated accelerators")
+    vendor: str | None = Field(default=None, max_length=64, description="e.g. nvidia, huawei, cpu")
+    model: str | None = Field(default=None, max_length=128, description="substring of the model name, e.g. H200")
+    count: int | None = Field(default=None, ge=1, le=MAX_DEVICES, description="how many; all that match when omitted")
+    nodes: list[Annotated[str, Field(max_length=128)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_DEVICES, description="only these node names"
+    )
+    simulated: int | None = Field(default=None, ge=1, le=MAX_DEVICES, description="take N simulated accelerators")
 
     @model_validator(mode="after")
     def _one_kind(self) -> DeviceSelector:
@@ -112,7 +129,7 @@ class DeviceSelector(_Strict):
 class WorkloadSpec(_Strict):
     """One entry of the workload mix."""
 
-    name: str = Field(description="a registered workload, e.g. gemm or train")
+    name: str = Field(max_length=64, description="a registered workload, e.g. gemm or train")
     weight: float = Field(default=1.0, gt=0, description="share of rotation slots")
     duty_cycle: float = Field(default=1.0, gt=0, le=1, description="fraction of each interval under load")
     precision: Precision = Precision.FP32
@@ -142,7 +159,7 @@ class WorkloadSpec(_Strict):
 
 
 class _FaultBase(_Strict):
-    device: str = Field(description="simulated device name, e.g. sim3")
+    device: str = Field(max_length=32, description="simulated device name, e.g. sim3")
     start: Duration = Field(default=timedelta(0), description="campaign time at which the fault begins")
 
     @field_validator("device")
@@ -245,11 +262,11 @@ class Plan(_Strict):
     slot_warmup: Duration = Field(
         default=timedelta(seconds=10), description="start of each slot left out of statistics while clocks settle"
     )
-    devices: list[DeviceSelector] = Field(min_length=1)
-    workloads: list[WorkloadSpec] = Field(min_length=1)
-    faults: list[Fault] = Field(default_factory=list)
+    devices: list[DeviceSelector] = Field(min_length=1, max_length=MAX_SELECTORS)
+    workloads: list[WorkloadSpec] = Field(min_length=1, max_length=MAX_WORKLOADS)
+    faults: list[Fault] = Field(default_factory=list, max_length=MAX_FAULTS)
     acceptance: Acceptance = Acceptance()
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
     # Cross-field checks live on the later field (fields validate in order), so each error names its field.
 
@@ -263,6 +280,10 @@ class Plan(_Strict):
     def _positive(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive, e.g. 90s, 30m, 36h or 14d")
+        if value > MAX_DURATION:
+            raise ValueError(
+                f"{format_duration(value)} is longer than {format_duration(MAX_DURATION)}, the most a plan runs"
+            )
         duration, warmup = info.data.get("duration"), info.data.get("warmup")
         fits = duration is None or warmup is None or value * 10 <= duration - warmup
         if info.field_name == "sample_interval" and not fits:
@@ -316,7 +337,7 @@ def describe_errors(error: ValidationError) -> list[str]:
     """One `field.path: what is wrong` line per problem, with the rejected input where it helps."""
     lines: list[str] = []
     for item in error.errors(include_url=False):
-        loc = tuple(part for part in item["loc"] if not _is_union_tag(part))
+        loc = _without_union_tags(tuple(item["loc"]))
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "enum":
             expected = item.get("ctx", {}).get("expected", "")
@@ -329,15 +350,22 @@ def describe_errors(error: ValidationError) -> list[str]:
     return lines
 
 
-def _is_union_tag(part: int | str) -> bool:
-    return isinstance(part, str) and part in {
-        "memory_leak",
-        "throughput_decay",
-        "thermal_runaway",
-        "driver_errors",
-        "hang",
-        "sdc",
-    }
+def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """A fault's location without the fault kind pydantic inserts (`faults[0].memory_leak.start`), and only there:
+    a field of any other name stays, so that an unknown field called `hang` is still named."""
+    return tuple(
+        part
+        for position, part in enumerate(loc)
+        if not (
+            position >= 2
+            and loc[position - 2] == "faults"
+            and isinstance(loc[position - 1], int)
+            and part in _FAULT_KINDS
+        )
+    )
+
+
+_FAULT_KINDS = {"memory_leak", "throughput_decay", "thermal_runaway", "driver_errors", "hang", "sdc"}
 
 
 def parse_plan(data: Any) -> Plan:

@@ -24,6 +24,8 @@ SOAK_TABLES = {
     "rollup_1m",
     "rollup_1h",
     "rollup_state",
+    "api_token",
+    "audit_entry",
 }
 
 
@@ -69,7 +71,7 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
 
 
 def test_metric_names_become_ids_and_back_keeping_every_sample_and_rollup(blank_database_url: str) -> None:
-    before_metric_ids = "0004"
+    before_metric_ids = "0005"
     upgrade(blank_database_url, before_metric_ids)
     engine = make_engine(blank_database_url)
     samples = [(1, 1, None, "host.load_1m", 86_400.0 + i, float(i)) for i in range(3)]
@@ -89,7 +91,7 @@ def test_metric_names_become_ids_and_back_keeping_every_sample_and_rollup(blank_
 
     try:
         with session_factory(engine)() as session:
-            # The campaign, node and device tables are the same at 0004 as the models are.
+            # The campaign, node and device tables are the same at 0005 as the models are.
             session.add(Campaign(id=1, name="c", plan={}, plan_digest="0" * 64))
             session.add(Node(id=1, name="n", hostname="h", inbox_dir="/i", sim_state_dir="/s"))
             session.flush()

@@ -5,20 +5,25 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 
+from soak.auth.schemas import Outcome
+from soak.auth.service import record
 from soak.campaigns import service
 from soak.campaigns.models import CampaignCommand, CampaignState
 from soak.campaigns.schemas import CampaignOut, CampaignProgress
-from soak.deps import Reader, SessionDep, Writer
+from soak.deps import ERRORS, OperatorDep, SessionDep, Viewer
+from soak.errors import INT32_MAX
 from soak.findings.schemas import FindingOut
 from soak.findings.service import list_findings
 from soak.plan import parse_plan
+from soak.telemetry.schemas import METRIC_PATTERN, NAME_PATTERN
 from soak.telemetry.series import BadRange, SeriesOut, UnknownDevice, read_series
 from soak.telemetry.service import list_events
 
-router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
+router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=ERRORS)
 HOUR_S = 3600
+CampaignId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 
 def _campaign_or_404(session: SessionDep, campaign_id: int) -> Any:
@@ -28,23 +33,24 @@ def _campaign_or_404(session: SessionDep, campaign_id: int) -> Any:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Writer])
+@router.post("", status_code=status.HTTP_201_CREATED)
 def create_campaign(
-    session: SessionDep, plan: Annotated[dict[str, Any], Body(description="a campaign plan")]
+    session: SessionDep, principal: OperatorDep, plan: Annotated[dict[str, Any], Body(description="a campaign plan")]
 ) -> CampaignOut:
     """Validate a plan and queue it; a bad plan is answered 422 naming each bad field."""
     campaign = service.create_campaign(session=session, plan=parse_plan(plan))
+    record(session=session, principal=principal, action="campaign.create", outcome=Outcome.OK, campaign_id=campaign.id)
     return CampaignOut.model_validate(campaign)
 
 
-@router.get("", dependencies=[Reader])
+@router.get("", dependencies=[Viewer])
 def list_campaigns(session: SessionDep) -> list[CampaignOut]:
     """Newest first."""
     return [CampaignOut.model_validate(c) for c in service.list_campaigns(session=session)]
 
 
-@router.get("/{campaign_id}", dependencies=[Reader])
-def get_campaign(session: SessionDep, campaign_id: int) -> CampaignProgress:
+@router.get("/{campaign_id}", dependencies=[Viewer])
+def get_campaign(session: SessionDep, campaign_id: CampaignId) -> CampaignProgress:
     """A campaign with its progress."""
     campaign = _campaign_or_404(session, campaign_id)
     plan = parse_plan(campaign.plan)
@@ -58,26 +64,40 @@ def get_campaign(session: SessionDep, campaign_id: int) -> CampaignProgress:
     )
 
 
-@router.post("/{campaign_id}/{command}", dependencies=[Writer])
-def command_campaign(session: SessionDep, campaign_id: int, command: CampaignCommand) -> CampaignOut:
+@router.post("/{campaign_id}/{command}")
+def command_campaign(
+    session: SessionDep, principal: OperatorDep, campaign_id: CampaignId, command: CampaignCommand
+) -> CampaignOut:
     """Stop, pause or resume."""
     _campaign_or_404(session, campaign_id)
+    action = f"campaign.{command.value}"
     try:
         campaign = service.request_command(session=session, campaign_id=campaign_id, command=command)
     except service.InvalidTransition as error:
+        record(
+            session=session,
+            principal=principal,
+            action=action,
+            outcome=Outcome.CONFLICT,
+            campaign_id=campaign_id,
+            detail=str(error),
+        )
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    record(session=session, principal=principal, action=action, outcome=Outcome.OK, campaign_id=campaign_id)
     return CampaignOut.model_validate(campaign)
 
 
-@router.get("/{campaign_id}/findings", dependencies=[Reader])
-def campaign_findings(session: SessionDep, campaign_id: int) -> list[FindingOut]:
+@router.get("/{campaign_id}/findings", dependencies=[Viewer])
+def campaign_findings(session: SessionDep, campaign_id: CampaignId) -> list[FindingOut]:
     """Most severe first."""
     _campaign_or_404(session, campaign_id)
     return list_findings(session=session, campaign_id=campaign_id)
 
 
-@router.get("/{campaign_id}/events", dependencies=[Reader])
-def campaign_events(session: SessionDep, campaign_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+@router.get("/{campaign_id}/events", dependencies=[Viewer])
+def campaign_events(
+    session: SessionDep, campaign_id: CampaignId, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000
+) -> list[dict[str, Any]]:
     """Driver errors, worker crashes and hangs, SDC: oldest first."""
     _campaign_or_404(session, campaign_id)
     return [
@@ -90,16 +110,18 @@ def campaign_events(session: SessionDep, campaign_id: int, limit: int = 1000) ->
             "message": e.message,
             "raw": e.raw,
         }
-        for e in list_events(session=session, campaign_id=campaign_id, limit=min(limit, 100_000))
+        for e in list_events(session=session, campaign_id=campaign_id, limit=limit)
     ]
 
 
-@router.get("/{campaign_id}/series", dependencies=[Reader])
+@router.get("/{campaign_id}/series", dependencies=[Viewer])
 def campaign_series(
     session: SessionDep,
-    campaign_id: int,
-    metric: Annotated[str, Query(max_length=96, description="e.g. throughput.gemm or device.temperature_c")],
-    device: Annotated[str, Query(max_length=128, description="soak's device name, e.g. gpu-07/cuda3")],
+    campaign_id: CampaignId,
+    metric: Annotated[
+        str, Query(max_length=96, pattern=METRIC_PATTERN, description="e.g. throughput.gemm or device.temperature_c")
+    ],
+    device: Annotated[str, Query(pattern=NAME_PATTERN, description="soak's device name, e.g. gpu-07/cuda3")],
     from_s: Annotated[
         float | None, Query(alias="from", description="epoch seconds; default: the hour the campaign started in")
     ] = None,

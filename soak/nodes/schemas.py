@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from soak.errors import INT32_MAX
 from soak.telemetry.schemas import NAME_PATTERN
 
 
@@ -15,8 +16,10 @@ class DeviceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, description="unique in the fleet, e.g. gpu-07/cuda3 or sim3")
-    backend: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="device backend, e.g. cpu, cuda, npu, sim")
-    index: int = Field(default=0, ge=0)
+    backend: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$", max_length=32, description="device backend, e.g. cpu, cuda, npu, sim"
+    )
+    index: int = Field(default=0, ge=0, le=INT32_MAX)
     vendor: str = Field(max_length=64)
     model: str = Field(max_length=128)
     uuid: str | None = Field(default=None, max_length=128)
@@ -24,7 +27,7 @@ class DeviceIn(BaseModel):
     bus_id: str | None = Field(default=None, max_length=64)
     driver_version: str | None = Field(default=None, max_length=64)
     firmware_version: str | None = Field(default=None, max_length=64)
-    memory_total_bytes: int | None = Field(default=None, ge=0)
+    memory_total_bytes: int | None = Field(default=None, ge=0, le=2**63 - 1)
     simulated: bool = False
 
 
@@ -38,6 +41,15 @@ class NodeIn(BaseModel):
     inbox_dir: str = Field(max_length=1024, description="directory where workers leave reports for the agent")
     sim_state_dir: str = Field(max_length=1024, description="directory simulated devices publish state to")
     devices: list[DeviceIn] = Field(default_factory=list, max_length=1024)
+
+    @field_validator("devices")
+    @classmethod
+    def _names_unique(cls, devices: list[DeviceIn]) -> list[DeviceIn]:
+        names = [device.name for device in devices]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"device names must differ; {', '.join(map(repr, repeated))} is given more than once")
+        return devices
 
 
 class DeviceOut(DeviceIn):

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, status
 
-from soak.deps import Reader, SessionDep, SettingsDep, Writer
+from soak.deps import ERRORS, AgentNode, SessionDep, SettingsDep, Viewer
 from soak.nodes import service
 from soak.nodes.schemas import DeviceOut, NodeIn, NodeOut
 from soak.nodes.targets import write_scrape_targets
-from soak.telemetry.schemas import NAME_PATTERN
 
-router = APIRouter(prefix="/api/v1", tags=["nodes"])
+router = APIRouter(prefix="/api/v1", tags=["nodes"], responses=ERRORS)
 
 
-@router.put("/nodes/{name}", dependencies=[Writer])
-def register_node(
-    session: SessionDep, settings: SettingsDep, node_in: NodeIn, name: str = Path(pattern=NAME_PATTERN)
-) -> NodeOut:
+@router.put("/nodes/{name}")
+def register_node(session: SessionDep, settings: SettingsDep, node_in: NodeIn, name: AgentNode) -> NodeOut:
     """An agent announces itself and its devices (idempotent); Prometheus learns to scrape it."""
     try:
         node = service.register_node(session=session, name=name, node_in=node_in)
@@ -31,13 +28,13 @@ def register_node(
     return NodeOut.model_validate(node)
 
 
-@router.get("/nodes", dependencies=[Reader])
+@router.get("/nodes", dependencies=[Viewer])
 def list_nodes(session: SessionDep) -> list[NodeOut]:
     """Every node that ever registered."""
     return [NodeOut.model_validate(node) for node in service.list_nodes(session=session)]
 
 
-@router.get("/devices", dependencies=[Reader])
+@router.get("/devices", dependencies=[Viewer])
 def list_devices(session: SessionDep) -> list[DeviceOut]:
     """Every device, with its node and the campaign holding it."""
     return [

@@ -28,7 +28,7 @@ from soak.nodes.models import Device, Node
 from soak.offline.formats import FileFormat
 from soak.offline.lines import DeviceFacts, ImportRefused, Line, Problem
 from soak.offline.long_csv import LongCsv
-from soak.offline.nvidia_smi_csv import NvidiaSmiCsv
+from soak.offline.nvidia_smi_csv import MAX_INDEX_DIGITS, NvidiaSmiCsv
 from soak.plan import Plan, PlanError, parse_plan
 from soak.telemetry.metric_names import metric_ids_known
 from soak.telemetry.models import Sample
@@ -138,9 +138,13 @@ def import_file(
         parser: LongCsv | NvidiaSmiCsv = LongCsv()
     else:
         node_name = node if node is not None else path.stem
-        if _NAME.match(node_name) is None:
+        # Its devices are named `{node}/cuda{index}`, which must be a valid name too.
+        if _NAME.match(node_name) is None or _NAME.match(f"{node_name}/cuda{'9' * MAX_INDEX_DIGITS}") is None:
             where = "--node" if node is not None else f"--node (default: the file name {path.name!r})"
-            raise ImportRefused(f"{where}: {node_name!r} is not a node name: letters, digits and _ . : / - only")
+            raise ImportRefused(
+                f"{where}: {node_name!r} is not a node name: letters, digits and _ . : / - only, up to "
+                f"{128 - len('/cuda') - MAX_INDEX_DIGITS} characters"
+            )
         parser = NvidiaSmiCsv(node_name)
     importer = _Importer(session, campaign_name, existing, f"{path.name} ({file_format.value})", batch_samples)
     try:

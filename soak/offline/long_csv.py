@@ -14,7 +14,8 @@ METRIC_MAX_CHARS = 96
 _METRIC = re.compile(METRIC_PATTERN)
 _NAME = re.compile(NAME_PATTERN)
 # How the agent names a device: `gpu-07/cuda3`, `sim3`; the backend and index are read back from the name.
-_DEVICE_NAME = re.compile(r"^(?:.*/)?(?P<backend>[a-z][a-z_]*)(?P<index>\d+)$")
+# Bounded as the device table's columns are (backend 32 characters, a 32-bit index); others are read as unknown.
+_DEVICE_NAME = re.compile(r"^(?:.*/)?(?P<backend>[a-z][a-z_]{0,31})(?P<index>[0-9]{1,9})$")
 
 
 def device_facts(name: str) -> DeviceFacts:

@@ -29,6 +29,7 @@ from soak.offline.lines import (
 # NVML's clock-event reasons, under the names nvidia-smi gives its fields; its CSV has no display-clock field.
 CLOCK_EVENT_BITS: dict[str, int] = {flag: bit for flag, bit in CLOCK_EVENT_FLAGS.items() if flag != "display_clock"}
 REASON_PREFIXES = ("clocks_event_reasons.", "clocks_throttle_reasons.")
+MAX_INDEX_DIGITS = 6
 IDENTITY_COLUMNS = ("timestamp", "index", "uuid", "name", "pci.bus_id", "driver_version", "serial", "vbios_version")
 
 _HEADER_CELL = re.compile(r"^(?P<name>[^\[]*?)\s*(?:\[(?P<unit>[^\]]*)\])?$")
@@ -240,7 +241,8 @@ class NvidiaSmiCsv:
         except ValueError as error:
             return rejected_line(number, "timestamp", str(error))
         index_text = fields[layout.identity["index"]]
-        if not index_text.isdigit():
+        # ASCII digits only (str.isdigit takes '²', which int() refuses), and few: a GPU index, not a serial.
+        if not (index_text.isascii() and index_text.isdigit() and len(index_text) <= MAX_INDEX_DIGITS):
             return rejected_line(number, "index", f"{index_text!r} is not a GPU index (0, 1, 2, ...)")
         index = int(index_text)
         uuid = _identity(fields, layout, "uuid")

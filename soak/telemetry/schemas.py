@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from soak.errors import INT32_MAX
 
 METRIC_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$"
@@ -17,7 +19,7 @@ class SampleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    time_s: float = Field(gt=0, description="epoch seconds")
+    time_s: float = Field(gt=0, allow_inf_nan=False, description="epoch seconds")
     device: str | None = Field(default=None, pattern=NAME_PATTERN)
     metric: str = Field(pattern=METRIC_PATTERN, max_length=96)
     value: float
@@ -35,11 +37,11 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    time_s: float = Field(gt=0)
+    time_s: float = Field(gt=0, allow_inf_nan=False, description="epoch seconds")
     device: str | None = Field(default=None, pattern=NAME_PATTERN)
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     severity: Severity = "info"
-    code: int | None = None
+    code: int | None = Field(default=None, ge=-INT32_MAX - 1, le=INT32_MAX)
     message: str = Field(max_length=4000)
     raw: str = Field(default="", max_length=16000)
 
@@ -51,14 +53,16 @@ class TelemetryBatch(BaseModel):
 
     batch_id: str = Field(pattern=r"^[A-Za-z0-9-]{8,64}$", description="client-chosen; a retry reuses it")
     node: str = Field(pattern=NAME_PATTERN)
-    campaign_id: int | None = None
-    samples: list[dict[str, object]] = Field(default_factory=list, max_length=200_000)
-    events: list[dict[str, object]] = Field(default_factory=list, max_length=20_000)
+    campaign_id: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    # Checked one by one in ingest (an item that is not even an object is refused alone); counts: SOAK_MAX_BATCH_*.
+    samples: list[Any] = Field(default_factory=list, description="SampleIn items")
+    events: list[Any] = Field(default_factory=list, description="EventIn items")
 
 
 class Rejected(BaseModel):
-    """An item of a batch that was not stored, and why."""
+    """An item of a batch that was not stored: its position in `samples` or `events`, the field, and why."""
 
+    index: int
     field: str
     problem: str
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -14,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from soak.analysis.series import Series
 from soak.campaigns.models import Campaign
+from soak.config import Settings
 from soak.nodes.models import Device, Node
 from soak.plan import field_path
+from soak.telemetry.limits import IngestGuard, negative_problem
 from soak.telemetry.models import Event, IngestedBatch, MetricName, Sample
 from soak.telemetry.schemas import EventIn, IngestResult, Rejected, SampleIn, TelemetryBatch
 from soak.telemetry.writer import SampleRow, write_samples
@@ -31,12 +34,20 @@ class UnknownCampaign(LookupError):
     """A batch for a campaign this controller does not have."""
 
 
+class BatchRefused(ValueError):
+    """A batch that cannot be taken at all (too many items, another node's batch id); `problems` name the fields."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 _SAMPLE_LIST = TypeAdapter(list[SampleIn])
 _EVENT_LIST = TypeAdapter(list[EventIn])
 
 
 def _validate_items(
-    items: Sequence[dict[str, object]],
+    items: Sequence[object],
     adapter: TypeAdapter[list[ItemT]],
     model: type[ItemT],
     field: str,
@@ -55,16 +66,30 @@ def _validate_items(
         except ValidationError as error:
             for problem in error.errors(include_url=False):
                 where = field_path((field, position, *problem["loc"]))
-                rejected.append(Rejected(field=where, problem=str(problem["msg"]).removeprefix("Value error, ")))
+                message = str(problem["msg"]).removeprefix("Value error, ")
+                rejected.append(Rejected(index=position, field=where, problem=message))
     return valid
 
 
-def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
-    """Store what is valid in a batch once; a batch id seen before stores nothing again."""
+def ingest(
+    *, session: Session, batch: TelemetryBatch, guard: IngestGuard | None = None, now_s: float | None = None
+) -> IngestResult:
+    """Store what is valid in a batch once; a batch id seen before stores nothing again.
+
+    guard: the controller's limits and the metric names its nodes sent (default: SOAK_MAX_* limits, no history).
+    """
+    guard = guard if guard is not None else IngestGuard.from_settings(Settings())
+    too_large = guard.count_problems(samples=len(batch.samples), events=len(batch.events))
+    if too_large:
+        raise BatchRefused(too_large)
     node = session.scalar(select(Node).where(Node.name == batch.node))
     if node is None:
         raise UnknownNode(f"node: {batch.node!r} is not registered; the agent must PUT /api/v1/nodes/{{name}} first")
-    if session.get(IngestedBatch, batch.batch_id) is not None:
+    seen = session.get(IngestedBatch, batch.batch_id)
+    if seen is not None and seen.node_id != node.id:
+        # Otherwise a node could claim another node's batch ids ahead of it and have its batches dropped unread.
+        raise BatchRefused([f"batch_id: {batch.batch_id!r} is another node's batch; every node uses ids of its own"])
+    if seen is not None:
         return IngestResult(batch_id=batch.batch_id, duplicate=True, samples_stored=0, events_stored=0, rejected=[])
     # Checked here: the foreign key would fail the insert, and that IntegrityError reads as a duplicate.
     if batch.campaign_id is not None and session.get(Campaign, batch.campaign_id) is None:
@@ -83,26 +108,47 @@ def ingest(*, session: Session, batch: TelemetryBatch) -> IngestResult:
     }
     targets[None] = (None, batch.campaign_id or node_campaign)
 
-    def unknown(device_name: str | None, where: str) -> None:
-        rejected.append(
-            Rejected(field=f"{where}.device", problem=f"{device_name!r} is not a device of node {node.name!r}")
-        )
+    now_s = time.time() if now_s is None else now_s
+    over_cap = guard.metric_problems(node.name, {sample.metric for _, sample in samples})
+
+    earliest_s, latest_s = now_s - guard.max_age_s, now_s + guard.max_ahead_s
+
+    def refusal(device_name: str | None, time_s: float) -> tuple[str, str] | None:
+        """The field of a valid item the controller still refuses, and why; None: store it."""
+        if device_name not in targets:
+            return "device", f"{device_name!r} is not a device of node {node.name!r}"
+        if not earliest_s <= time_s <= latest_s:
+            return "time_s", guard.time_problem(time_s, now_s) or f"{time_s} is outside the accepted window"
+        return None
+
+    def sample_refusal(sample: SampleIn) -> tuple[str, str] | None:
+        negative = negative_problem(sample.metric, sample.value)
+        if negative is not None:
+            return "value", negative
+        return ("metric", over_cap[sample.metric]) if sample.metric in over_cap else None
 
     node_id = node.id
     sample_rows: list[SampleRow] = []
     for position, sample in samples:
-        target = targets.get(sample.device)
-        if target is None:
-            unknown(sample.device, f"samples[{position}]")
+        clean = (
+            sample.device in targets
+            and earliest_s <= sample.time_s <= latest_s
+            and sample.value >= 0
+            and sample.metric not in over_cap
+        )
+        problem = None if clean else refusal(sample.device, sample.time_s) or sample_refusal(sample)
+        if problem is not None:
+            rejected.append(Rejected(index=position, field=f"samples[{position}].{problem[0]}", problem=problem[1]))
             continue
-        device_id, campaign_id = target
+        device_id, campaign_id = targets[sample.device]
         sample_rows.append((campaign_id, node_id, device_id, sample.metric, sample.time_s, sample.value))
     event_rows = []
     for position, event in events:
-        target = targets.get(event.device)
-        if target is None:
-            unknown(event.device, f"events[{position}]")
+        problem = refusal(event.device, event.time_s)
+        if problem is not None:
+            rejected.append(Rejected(index=position, field=f"events[{position}].{problem[0]}", problem=problem[1]))
             continue
+        target = targets[event.device]
         device_id, campaign_id = target
         event_rows.append(
             {

@@ -17,6 +17,7 @@ from soak.migrations import downgrade, upgrade
 from soak.telemetry.models import Sample
 from soak.telemetry.partitions import DAY_S, DEFAULT_PARTITION, ensure_partitions, retire_partitions
 from soak.telemetry.rollups import roll_up
+from soak.telemetry.writer import write_samples
 
 TODAY_S = 1_790_035_200  # 2026-09-22 00:00 UTC
 NOW_S = TODAY_S + 12 * 3600.0
@@ -97,7 +98,10 @@ def test_each_sample_lands_in_its_days_partition_and_a_far_future_one_in_the_def
     ensure_partitions(session=session, now_s=NOW_S, days_ahead=2)
     far_future_s = TODAY_S + 400 * DAY_S
 
-    post([TODAY_S + 1.0, TODAY_S + DAY_S + 2.0, TODAY_S + 2 * DAY_S + 3.0, far_future_s])
+    post([TODAY_S + 1.0, TODAY_S + DAY_S + 2.0, TODAY_S + 2 * DAY_S + 3.0])
+    # The API refuses times over an hour ahead of the controller's clock (SOAK_MAX_CLOCK_AHEAD_S): written directly.
+    write_samples(session=session, rows=[(None, 1, None, "device.temperature_c", far_future_s, 0.0)])
+    session.commit()
 
     assert partition_of_each_time(session) == {
         TODAY_S + 1.0: "sample_p20260922",

@@ -3,8 +3,8 @@
 The sample table is rebuilt with its eight-byte columns first (no alignment padding) and, on Postgres, the same
 partitions; ids, the id sequence and the rollups' watermark are kept. Rollup tables are rebuilt keyed by metric id.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-29
 """
 
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
