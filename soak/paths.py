@@ -1,7 +1,7 @@
 """File names and paths built from user input (campaign names, requested file names) that stay in their directory.
 
-Report and export downloads resolve what a request names with contained(); files named after a campaign take
-file_stem() of its name.
+What a report's manifest names is resolved with contained() before `soak report verify` reads it; report
+directories and files named after a campaign take file_stem() of its name.
 """
 
 from __future__ import annotations

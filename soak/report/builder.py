@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from soak import __version__
+from soak.auth.service import audit_entries
 from soak.campaigns.models import Campaign
 from soak.findings.service import SEVERITY_RANK
 from soak.offline.importer import is_imported
 from soak.report.figures import device_figures, workload_unit
 from soak.report.methodology import methodology
-from soak.report.model import Cover, DeviceFacts, FindingEntry, FleetGroup, Report
+from soak.report.model import CampaignAction, Cover, DeviceFacts, FindingEntry, FleetGroup, Report
 from soak.report.plots import all_plots
 from soak.report.store import CampaignData, load_campaign
 from soak.report.tco import cost_inputs
@@ -118,6 +119,17 @@ def build_report(*, session: Session, campaign: Campaign, with_plots: bool = Tru
         criteria=criteria,
         devices=figures,
         findings=findings,
+        actions=[
+            CampaignAction(
+                at=entry.at.isoformat(timespec="seconds"),
+                actor=entry.actor,
+                role=entry.role,
+                action=entry.action,
+                outcome=entry.outcome,
+                detail=entry.detail,
+            )
+            for entry in audit_entries(session=session, campaign_id=campaign.id)
+        ],
         cost=cost_inputs(
             figures,
             campaign_hours=(data.end_s - data.start_s) / 3600.0,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -11,13 +10,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
+from soak.paths import file_stem
 from soak.report.export import export_campaign
 from soak.report.html import render_html
 from soak.report.manifest import write_manifest
 from soak.report.model import Report
 from soak.report.pdf import render_pdf
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ReportFormat(StrEnum):
@@ -28,15 +26,9 @@ class ReportFormat(StrEnum):
     JSON = "json"
 
 
-def safe_name(text: str, *, fallback: str = "campaign") -> str:
-    """A file-name part from free text: letters, digits, dot, dash and underscore only, never `.` or `..`."""
-    cleaned = _UNSAFE.sub("-", text).strip("-.")[:80]
-    return cleaned or fallback
-
-
 def report_dir_name(campaign_id: int, campaign_name: str) -> str:
     """`campaign-<id>-<name>`, safe as a directory name whatever the campaign is called."""
-    return f"campaign-{campaign_id}-{safe_name(campaign_name)}"
+    return f"campaign-{campaign_id}-{file_stem(campaign_name)}"
 
 
 def render(report: Report, report_format: ReportFormat) -> bytes:

@@ -135,9 +135,10 @@ def compare(
     from soak.campaigns.service import CampaignNotFound
     from soak.cli import _fail, _store_session, console
     from soak.offline.analyze import find_campaign
+    from soak.paths import file_stem
     from soak.plan import PlanError
     from soak.report.builder import build_report
-    from soak.report.bundle import ReportFormat, safe_name
+    from soak.report.bundle import ReportFormat
     from soak.report.compare import compare_reports, render_comparison_html, render_comparison_pdf
 
     if len(campaigns) < 2:
@@ -158,7 +159,7 @@ def compare(
         ReportFormat.PDF: lambda: render_comparison_pdf(comparison),
         ReportFormat.JSON: lambda: (json.dumps(comparison.model_dump(mode="json"), indent=2) + "\n").encode(),
     }
-    console.print("compared " + ", ".join(f"#{c.id} {safe_name(c.name)}" for c in found))
+    console.print("compared " + ", ".join(f"#{c.id} {file_stem(c.name)}" for c in found))
     for report_format in dict.fromkeys(chosen):
         path = directory / f"comparison.{report_format.value}"
         path.write_bytes(renderers[report_format]())

@@ -149,6 +149,17 @@ class FindingEntry(BaseModel):
     evidence: dict[str, Any]
 
 
+class CampaignAction(BaseModel):
+    """One entry of the campaign's audit log: who did what, when, and whether it was allowed."""
+
+    at: str
+    actor: str
+    role: str
+    action: str
+    outcome: str
+    detail: str
+
+
 class DeviceCost(BaseModel):
     """One device's cost-of-ownership inputs."""
 
@@ -236,6 +247,7 @@ class Report(BaseModel):
     criteria: list[Criterion]
     devices: list[DeviceFigures]
     findings: list[FindingEntry]
+    actions: list[CampaignAction]
     cost: CostInputs
     methodology: Methodology
     plots: list[Plot]

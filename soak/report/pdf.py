@@ -247,6 +247,16 @@ def _story(report: Report) -> list[Any]:
             paragraph(f"{len(notes)} informational finding(s): costs and changes noted, never a failure."),
             _findings_table(notes),
         ]
+    story.append(paragraph("Campaign actions", H2))
+    story.append(
+        table(
+            ["When (UTC)", "Who", "Role", "Action", "Outcome", "Detail"],
+            [[a.at, a.actor, a.role, a.action, a.outcome, a.detail] for a in report.actions],
+            [1.6, 1.2, 0.7, 1.0, 0.7, 2.5],
+        )
+        if report.actions
+        else paragraph("No action on this campaign through the API is on record (an imported campaign has none).")
+    )
     story.append(paragraph("Plots", H2))
     for plot in report.plots:
         png = base64.b64decode(plot.png_base64)

@@ -6,10 +6,11 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
+from soak.paths import PathEscape, contained
 from soak.report.manifest import MANIFEST, MANIFEST_FORMAT, SIGNATURE, sha256_of
 from soak.report.signing import SigningKeyError, load_public_key, public_pem
 
@@ -47,12 +48,13 @@ def verify_report(report_dir: Path, *, trusted_key: Path | None = None) -> Verif
     listed: set[str] = set()
     for entry in manifest.get("files", []):
         name = str(entry.get("path", ""))
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or not name:
+        try:
+            # Also refuses a symlink planted in the directory that points elsewhere.
+            path = contained(report_dir, name)
+        except PathEscape:
             result.failed.append(f"{MANIFEST}: lists {name!r}, a path outside the report directory")
             continue
         listed.add(name)
-        path = report_dir / relative
         if not path.is_file():
             result.failed.append(f"{name}: missing")
         elif sha256_of(path) != entry.get("sha256"):

@@ -110,6 +110,17 @@ def test_a_tampered_report_or_data_export_fails_verify(report: Report, report_se
     assert result.failed == ["data/samples.csv: SHA-256 differs from the manifest (the file changed after the report)"]
     samples.write_bytes(original)
 
+    # A file swapped for a link to a copy outside the directory is refused, not followed, though its bytes match.
+    findings = directory / "data" / "findings.csv"
+    outside = tmp_path / "findings.csv"
+    outside.write_bytes(findings.read_bytes())
+    findings.unlink()
+    findings.symlink_to(outside)
+    failed = verify_report(directory).failed
+    assert failed == ["manifest.json: lists 'data/findings.csv', a path outside the report directory"]
+    findings.unlink()
+    findings.write_bytes(outside.read_bytes())
+
     html = directory / "report.html"
     html.write_text(html.read_text().replace('id="verdict"', 'id="verdict" hidden', 1))
     assert any(line.startswith("report.html: SHA-256 differs") for line in verify_report(directory).failed)

@@ -96,3 +96,22 @@ def test_a_campaign_without_telemetry_cannot_pass(
     assert document["verdict"] == "CONDITIONAL" and document["cover"]["interim"] is True
     assert "nothing was measured" in document["verdict_reason"]
     assert all(c["status"] == "pass" and c["measured"] for c in document["criteria"])
+
+
+@pytest.mark.parametrize("blank_database_url", ["sqlite"], indirect=True)
+def test_the_report_lists_who_acted_on_the_campaign(
+    client: TestClient, auth: dict[str, str], plan_data: dict[str, Any]
+) -> None:
+    created = client.post("/api/v1/campaigns", json=plan_data, headers=auth)
+    assert created.status_code == 201, created.text
+    campaign_id = created.json()["id"]
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/pause", headers=auth).status_code == 409
+
+    document = client.get(f"/api/v1/campaigns/{campaign_id}/report.json").json()
+
+    assert [(a["action"], a["outcome"], a["role"]) for a in document["actions"]] == [
+        ("campaign.create", "ok", "operator"),
+        ("campaign.pause", "conflict", "operator"),
+    ]
+    html = client.get(f"/api/v1/campaigns/{campaign_id}/report.html").text
+    assert "campaign.pause" in html
