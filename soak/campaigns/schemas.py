@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict
+
+from soak.errors import INT32_MAX
+
+CampaignId = Annotated[int, Path(ge=1, le=INT32_MAX, description="the campaign's id")]
 
 
 class CampaignOut(BaseModel):

@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, status
+from fastapi import APIRouter, Body, HTTPException, Query, status
 
 from soak.auth.schemas import Outcome
 from soak.auth.service import record
 from soak.campaigns import service
 from soak.campaigns.models import CampaignCommand, CampaignState
-from soak.campaigns.schemas import CampaignOut, CampaignProgress
+from soak.campaigns.schemas import CampaignId, CampaignOut, CampaignProgress
 from soak.deps import ERRORS, OperatorDep, SessionDep, Viewer
-from soak.errors import INT32_MAX
 from soak.findings.schemas import FindingOut
 from soak.findings.service import list_findings
 from soak.plan import parse_plan
@@ -23,7 +22,6 @@ from soak.telemetry.service import list_events
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"], responses=ERRORS)
 HOUR_S = 3600
-CampaignId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 
 def _campaign_or_404(session: SessionDep, campaign_id: int) -> Any:

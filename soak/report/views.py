@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 
 from soak.campaigns import service
-from soak.deps import Reader, SessionDep
+from soak.campaigns.schemas import CampaignId
+from soak.deps import ERRORS, SessionDep, Viewer
 from soak.plan import PlanError
 from soak.report.builder import build_report
 from soak.report.bundle import ReportFormat, render, report_dir_name
 
-router = APIRouter(prefix="/api/v1/campaigns", tags=["reports"])
+router = APIRouter(prefix="/api/v1/campaigns", tags=["reports"], responses=ERRORS)
 MEDIA_TYPES = {
     ReportFormat.HTML: "text/html; charset=utf-8",
     ReportFormat.PDF: "application/pdf",
@@ -18,8 +19,13 @@ MEDIA_TYPES = {
 }
 
 
-@router.get("/{campaign_id}/report.{report_format}", dependencies=[Reader])
-def get_report(session: SessionDep, campaign_id: int, report_format: ReportFormat) -> Response:
+@router.get(
+    "/{campaign_id}/report.{report_format}",
+    dependencies=[Viewer],
+    response_class=Response,
+    responses={200: {"description": "the report", "content": {media: {} for media in MEDIA_TYPES.values()}}},
+)
+def get_report(session: SessionDep, campaign_id: CampaignId, report_format: ReportFormat) -> Response:
     """The campaign's report (interim while it runs); the PDF downloads, HTML and JSON display."""
     try:
         campaign = service.get_campaign(session=session, campaign_id=campaign_id)

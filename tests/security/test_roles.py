@@ -21,6 +21,9 @@ RULES = {
     ("GET", "/api/v1/campaigns/{campaign_id}/findings"): "viewer",
     ("GET", "/api/v1/campaigns/{campaign_id}/events"): "viewer",
     ("GET", "/api/v1/campaigns/{campaign_id}/series"): "viewer",
+    # A read of what the store holds, unsigned; signed report directories are written by `soak report` on the
+    # controller's host, where the signing key is.
+    ("GET", "/api/v1/campaigns/{campaign_id}/report.{report_format}"): "viewer",
     ("GET", "/api/v1/nodes"): "viewer",
     ("GET", "/api/v1/devices"): "viewer",
     ("GET", "/api/v1/audit"): "viewer",
@@ -39,7 +42,7 @@ ALLOWED = {
     "operator": {"operator"},
     "agent": {"operator", "agent-a"},
 }
-PATH_VALUES = {"campaign_id": "1", "command": "stop", "name": "node-a", "token_id": "1"}
+PATH_VALUES = {"campaign_id": "1", "command": "stop", "name": "node-a", "token_id": "1", "report_format": "json"}
 BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v1/nodes/{name}"): {"hostname": "a", "inbox_dir": "/in", "sim_state_dir": "/sim"},
     ("POST", "/api/v1/telemetry"): {"batch_id": "batch-0001", "node": "node-a"},
