@@ -4,6 +4,9 @@ A batch keeps its id until the controller acknowledges it, so a retry after a lo
 worker report files a batch carries move from the inbox into the spool's folder once the batch is committed, and
 are deleted only on acknowledgement. Over its bounds the spool drops the oldest telemetry first and says so in a
 `telemetry_dropped` event, itself a spooled batch.
+
+It also keeps a ledger of every batch it took in over the last week (id, samples, events), acknowledged or not:
+what this node produced, to hold against what the controller stored.
 """
 
 from __future__ import annotations
@@ -42,10 +45,18 @@ CREATE TABLE IF NOT EXISTS report_file (
     seq INTEGER NOT NULL REFERENCES batch (seq) ON DELETE CASCADE
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ix_report_file_seq ON report_file (seq);
+CREATE TABLE IF NOT EXISTS produced (
+    batch_id TEXT PRIMARY KEY,
+    created_s REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    events INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_produced_created_s ON produced (created_s);
 """
 _REPORTS_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4d0b-9a7e-2c1f5e8b9d40")
 _QUERY_CHUNK = 500
 _KEEP_FREE_PAGES = 1024  # 4 MiB: the room a normal cycle needs stays allocated
+LEDGER_KEEP_S = 7 * 86400.0  # about 40 MB at two batches a second
 
 
 def report_batch_id(node: str, names: Sequence[str]) -> str:
@@ -96,6 +107,16 @@ class DropCounts:
         self.events += other.events
         self.first_s = min(self.first_s, other.first_s)
         self.last_s = max(self.last_s, other.last_s)
+
+
+@dataclass(frozen=True)
+class ProducedBatch:
+    """A ledger line: a batch the spool took in, whether or not the controller has it yet."""
+
+    batch_id: str
+    created_s: float
+    samples: int
+    events: int
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,16 @@ class Spool:
                 )
                 if cursor.rowcount == 0:
                     continue
+                db.execute(
+                    "INSERT INTO produced (batch_id, created_s, samples, events) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (batch_id) DO NOTHING",
+                    (
+                        batch.batch_id,
+                        now_s,
+                        len(batch.payload.get("samples", ())),
+                        len(batch.payload.get("events", ())),
+                    ),
+                )
                 try:
                     db.executemany(
                         "INSERT INTO report_file (name, seq) VALUES (?, ?)",
@@ -198,6 +229,7 @@ class Spool:
                 moves += [(path, self.files_dir / path.name) for path in batch.files]
                 change.batches += 1
                 change.size_bytes += size_bytes
+            db.execute("DELETE FROM produced WHERE created_s < ?", (now_s - LEDGER_KEEP_S,))
             dropped_files = self._drop_oldest(db, change, dropped)
             notice_change = self._record_drop(db, dropped, now_s, head_seq) if dropped.batches else _Depth()
         self._telemetry.batches += change.batches
@@ -223,6 +255,11 @@ class Spool:
                 log.warning("report file %s vanished after it was spooled; its data is in the spool", source)
         for name in dropped_files:
             (self.files_dir / name).unlink(missing_ok=True)
+
+    def produced(self) -> list[ProducedBatch]:
+        """The ledger, oldest first: every batch taken in over the last week, acknowledged or not."""
+        rows = self._db.execute("SELECT batch_id, created_s, samples, events FROM produced ORDER BY created_s")
+        return [ProducedBatch(str(row[0]), float(row[1]), int(row[2]), int(row[3])) for row in rows]
 
     def head(self) -> Spooled | None:
         """The oldest batch, or None when the spool is empty."""

@@ -54,19 +54,10 @@ def pending_campaigns(*, session: Session) -> list[Campaign]:
     return list(session.scalars(select(Campaign).where(Campaign.state == CampaignState.PENDING).order_by(Campaign.id)))
 
 
-def abandon_orphans(*, session: Session) -> list[int]:
-    """Fail the running or paused campaigns no runner owns (the controller restarted); returns their ids."""
-    orphans = list(
-        session.scalars(select(Campaign).where(Campaign.state.in_([CampaignState.RUNNING, CampaignState.PAUSED])))
-    )
-    for campaign in orphans:
-        set_state(
-            session=session,
-            campaign=campaign,
-            state=CampaignState.FAILED,
-            reason="the controller stopped while the campaign ran; resubmit the plan to run it again",
-        )
-    return [campaign.id for campaign in orphans]
+def orphaned_campaigns(*, session: Session) -> list[Campaign]:
+    """Running or paused campaigns, oldest first: after a controller restart, the ones to resume."""
+    statement = select(Campaign).where(Campaign.state.in_([CampaignState.RUNNING, CampaignState.PAUSED]))
+    return list(session.scalars(statement.order_by(Campaign.id)))
 
 
 def request_command(*, session: Session, campaign_id: int, command: CampaignCommand) -> Campaign:
@@ -140,6 +131,17 @@ def finish_run(*, session: Session, run_id: int, ended_s: float, summary: dict[s
     """Record how a workload slot went."""
     session.execute(update(WorkloadRun).where(WorkloadRun.id == run_id).values(ended_s=ended_s, summary=summary))
     session.commit()
+
+
+def finish_open_runs(*, session: Session, campaign_id: int, ended_s: float, reason: str) -> int:
+    """End every run of a campaign still open (an earlier controller process started it); returns how many."""
+    result = session.execute(
+        update(WorkloadRun)
+        .where(WorkloadRun.campaign_id == campaign_id, WorkloadRun.ended_s.is_(None))
+        .values(ended_s=ended_s, summary={"error": reason})
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def elapsed_s(campaign: Campaign, now: datetime | None = None) -> float:

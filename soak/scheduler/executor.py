@@ -22,6 +22,9 @@ class WorkerPoll:
 class WorkerHandle(Protocol):
     """The scheduler's grip on one worker."""
 
+    attached: bool
+    """Whether spawn found this worker already running, left by an earlier controller process."""
+
     def start_segment(self, segment: Segment) -> None:
         """Begin a rotation slot; returns at once."""
 
@@ -44,7 +47,10 @@ class Executor(Protocol):
         """Raise PlacementError when the workers cannot all be placed."""
 
     def spawn(self, spec: WorkerSpec) -> WorkerHandle:
-        """Start a worker for one device."""
+        """The device's worker: the one still running for this campaign if there is one, else a new one."""
+
+    def node_up(self, node_name: str) -> bool | None:
+        """Whether a worker's node is in the cluster now: False once its raylet is gone, None when it cannot tell."""
 
     def shutdown(self) -> None:
         """Release what the executor started."""

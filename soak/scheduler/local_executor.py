@@ -18,15 +18,20 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def _serve(spec: WorkerSpec, commands: Connection, progress: Synchronized[float], interrupted: Any) -> None:
-    """Child process: build the worker, then run slots as they arrive until told to exit."""
+    """Child process: build the worker, then run slots as they arrive until told to exit (or the controller dies)."""
+    import os
     import threading
 
     from soak.scheduler.worker import DeviceWorker
 
     worker = DeviceWorker(spec)
+    controller_pid = os.getppid()
 
     def watch() -> None:
         while True:
+            if os.getppid() != controller_pid:
+                # A controller killed outright leaves its children behind; the next one starts fresh workers.
+                os._exit(0)
             progress.value = worker.heartbeat()
             if interrupted.is_set():
                 worker.interrupt()
@@ -43,6 +48,8 @@ def _serve(spec: WorkerSpec, commands: Connection, progress: Synchronized[float]
 
 class LocalWorkerHandle:
     """A worker running in a child process of the controller."""
+
+    attached = False
 
     def __init__(self, spec: WorkerSpec) -> None:
         self._commands, child_end = _CONTEXT.Pipe()
@@ -96,6 +103,10 @@ class LocalExecutor:
 
     def spawn(self, spec: WorkerSpec) -> LocalWorkerHandle:
         return LocalWorkerHandle(spec)
+
+    def node_up(self, node_name: str) -> bool | None:
+        # Every worker runs on this very host: while the controller runs, so does its node.
+        return True
 
     def shutdown(self) -> None:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,11 @@ from soak.workloads.registry import load_backend
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TIMEOUT_S = 5.0
+# Workers are detached actors named by campaign and device in this namespace: a controller that restarts finds
+# the ones still running instead of placing a second worker on a device.
+NAMESPACE = "soak"
+NAME_RELEASE_S = 10.0
+NODES_CACHE_S = 1.0
 
 
 def node_resource(node_name: str) -> str:
@@ -23,14 +29,21 @@ def node_resource(node_name: str) -> str:
     return f"soak_node_{node_name}"
 
 
+def worker_name(spec: WorkerSpec) -> str:
+    """The Ray actor name of a campaign's worker on one device, unique in the cluster."""
+    return f"soak-campaign-{spec.campaign_id}-{spec.device_name}"
+
+
 class RayWorkerHandle:
     """A DeviceWorker living in a Ray actor (threaded, so heartbeats answer while a slot runs)."""
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, *, name: str, attached: bool) -> None:
         import ray
 
         self._ray = ray
         self._actor = actor
+        self._name = name
+        self.attached = attached
         self._segment_ref: Any = None
         self._heartbeat_ref: Any = None
         self._last_progress_s: float | None = None
@@ -61,7 +74,16 @@ class RayWorkerHandle:
         self._actor.interrupt.remote()
 
     def kill(self) -> None:
-        self._ray.kill(self._actor, no_restart=True)
+        ray = self._ray
+        ray.kill(self._actor, no_restart=True)
+        # The name frees once the cluster has noticed; a replacement spawned sooner would find the dying actor.
+        give_up_s = time.monotonic() + NAME_RELEASE_S
+        while time.monotonic() < give_up_s:
+            try:
+                ray.get_actor(self._name, namespace=NAMESPACE)
+            except ValueError:
+                return
+            time.sleep(0.1)
 
 
 def _first_line(error: BaseException) -> str:
@@ -83,9 +105,10 @@ class RayExecutor:
         self._owns_cluster = False
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+                ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
             else:
                 ray.init(
+                    namespace=NAMESPACE,
                     num_cpus=os.cpu_count() or 1,
                     resources={"SOAK_SIM": float(local_sim_slots)},
                     include_dashboard=False,
@@ -97,6 +120,9 @@ class RayExecutor:
                 self._owns_cluster = True
         # Threaded actor: heartbeat() and interrupt() answer while run_segment() holds the device.
         self._actor_class = ray.remote(max_concurrency=4, max_restarts=0)(DeviceWorker)  # type: ignore[call-overload]
+        self._nodes: list[dict[str, Any]] = []
+        self._nodes_read_s = -NODES_CACHE_S
+        self._pinned: set[str] = set()
 
     def _cluster_resources(self) -> dict[str, float]:
         resources: dict[str, float] = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
@@ -129,12 +155,37 @@ class RayExecutor:
             )
 
     def spawn(self, spec: WorkerSpec) -> RayWorkerHandle:
+        name = worker_name(spec)
+        try:
+            return RayWorkerHandle(self._ray.get_actor(name, namespace=NAMESPACE), name=name, attached=True)
+        except ValueError:
+            pass
         demands = self._demands(spec)
         cpus = demands.pop("CPU")
         # Ray reserves GPUs through num_gpus (and narrows CUDA_VISIBLE_DEVICES); every other device is a resource.
         gpus = demands.pop("GPU", 0.0)
-        actor = self._actor_class.options(num_cpus=cpus, num_gpus=gpus, resources=demands).remote(spec)
-        return RayWorkerHandle(actor)
+        actor = self._actor_class.options(
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=cpus,
+            num_gpus=gpus,
+            resources=demands,
+        ).remote(spec)
+        return RayWorkerHandle(actor, name=name, attached=False)
+
+    def node_up(self, node_name: str) -> bool | None:
+        now_s = time.monotonic()
+        if now_s - self._nodes_read_s >= NODES_CACHE_S:
+            self._nodes = self._ray.nodes()  # type: ignore[no-untyped-call]
+            self._nodes_read_s = now_s
+        pin = node_resource(node_name)
+        if any(node.get("Alive") and pin in node.get("Resources", {}) for node in self._nodes):
+            self._pinned.add(pin)
+            return True
+        # Only a node once seen carrying its soak_node_* resource can be missed; of any other, nothing is known.
+        return False if pin in self._pinned else None
 
     def shutdown(self) -> None:
         if self._owns_cluster and self._ray.is_initialized():

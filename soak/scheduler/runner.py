@@ -48,6 +48,7 @@ class _Slot:
     restarts_s: list[float] = field(default_factory=list)
     next_restart_s: float = 0.0
     retired: bool = False
+    node_down: bool = False  # its node left the cluster: no worker until the node is back
 
     @property
     def simulated(self) -> bool:
@@ -67,6 +68,7 @@ class CampaignRunner:
         self._settings = settings
         self._slots: list[_Slot] = []
         self._rendezvous = Rendezvous(campaign_id=campaign_id, settings=settings)
+        self._lost_nodes: dict[str, float] = {}  # node name: when it was found gone
 
     def run(self) -> None:
         """Run to the end; any failure ends the campaign as failed with the reason, never silently."""
@@ -102,13 +104,20 @@ class CampaignRunner:
                         raise
                 else:
                     nodes.reserve(session=session, devices=chosen, campaign_id=self.campaign_id)
-                    by_node = {node.id: node for node in nodes.list_nodes(session=session)}
-                    return [(device, by_node[device.node_id]) for device in chosen]
+                    # In the order a resumed campaign reads them back, so each device keeps its place in the mix.
+                    return nodes.list_devices(session=session, campaign_id=self.campaign_id)
             time.sleep(1.0)
 
     def _run(self) -> None:
         with session_scope(self._sessions) as session:
-            plan = parse_plan(campaigns.get_campaign(session=session, campaign_id=self.campaign_id).plan)
+            campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
+            plan = parse_plan(campaign.plan)
+            state = CampaignState(campaign.state)
+            if state is not CampaignState.PENDING and campaign.started_at is not None:
+                placed = nodes.list_devices(session=session, campaign_id=self.campaign_id)
+                self._lost_nodes = self._nodes_still_lost(session)
+                self._resume(plan, placed, campaign.started_at.timestamp(), campaign.paused_s, state)
+                return
         placed = self._place(plan)
         missing = {fault.device for fault in plan.faults} - {device.name for device, _ in placed}
         if missing:
@@ -117,6 +126,16 @@ class CampaignRunner:
                 f"({', '.join(device.name for device, _ in placed)}); name one of those"
             )
         start_s = time.time()
+        self._specs(plan, placed, start_s)
+        self._executor.ensure_capacity([slot.spec for slot in self._slots])
+        with session_scope(self._sessions) as session:
+            campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
+            campaigns.set_state(session=session, campaign=campaign, state=CampaignState.RUNNING)
+        for slot in self._slots:
+            self._spawn(slot, start_s)
+        self._loop(plan, start_s)
+
+    def _specs(self, plan: Plan, placed: list[tuple[Device, Node]], start_s: float) -> None:
         faults = tuple(fault.model_dump(mode="json") for fault in plan.faults)
         for position, (device, node) in enumerate(placed):
             spec = WorkerSpec(
@@ -132,25 +151,73 @@ class CampaignRunner:
                 seed=plan.seed,
                 faults=faults,
             )
-            self._slots.append(_Slot(device_id=device.id, node_id=node.id, position=position, spec=spec))
-        self._executor.ensure_capacity([slot.spec for slot in self._slots])
-        with session_scope(self._sessions) as session:
-            campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
-            campaigns.set_state(session=session, campaign=campaign, state=CampaignState.RUNNING)
-        for slot in self._slots:
-            self._spawn(slot, start_s)
-        self._loop(plan, start_s)
+            self._slots.append(
+                _Slot(
+                    device_id=device.id,
+                    node_id=node.id,
+                    position=position,
+                    spec=spec,
+                    node_down=node.name in self._lost_nodes,
+                )
+            )
 
-    def _loop(self, plan: Plan, start_s: float) -> None:
+    def _nodes_still_lost(self, session: Session) -> dict[str, float]:
+        """Nodes this campaign lost and has not seen come back, from its stored events."""
+        lost: dict[str, float] = {}
+        names = {node.id: node.name for node in nodes.list_nodes(session=session)}
+        for event in telemetry.list_events(session=session, campaign_id=self.campaign_id, limit=None):
+            if event.node_id is None or event.device_id is not None:
+                continue
+            if event.kind == "node_lost":
+                lost[names[event.node_id]] = event.time_s
+            elif event.kind == "node_returned":
+                lost.pop(names[event.node_id], None)
+        return lost
+
+    def _resume(
+        self, plan: Plan, placed: list[tuple[Device, Node]], start_s: float, paused_s: float, state: CampaignState
+    ) -> None:
+        """Take over a campaign an earlier controller process ran: its workers, its schedule, its pauses."""
+        now_s = time.time()
+        self._specs(plan, placed, start_s)
+        for slot in self._slots:
+            if not slot.node_down:
+                self._spawn(slot, now_s)
+        attached = [slot.handle for slot in self._slots if slot.handle is not None and slot.handle.attached]
+        for handle in attached:
+            # Whatever slot it runs was dispatched by the earlier process; the next one comes from this one.
+            handle.interrupt()
+        with session_scope(self._sessions) as session:
+            ended = campaigns.finish_open_runs(
+                session=session, campaign_id=self.campaign_id, ended_s=now_s, reason="controller restarted"
+            )
+            telemetry.record_event(
+                session=session,
+                campaign_id=self.campaign_id,
+                device_id=None,
+                time_s=now_s,
+                kind="campaign_resumed",
+                severity="info",
+                message=f"the controller restarted and resumed the campaign: {len(attached)} of {len(self._slots)} "
+                f"workers were still running and carry on, {ended} workload run(s) open at the restart end now",
+            )
+        log.warning(
+            "campaign %s resumed with %d of %d workers still running", self.campaign_id, len(attached), len(self._slots)
+        )
+        # Time the controller was away counts as running: the workers went on with their slots meanwhile.
+        paused_since_s = now_s if state is CampaignState.PAUSED else None
+        self._loop(plan, start_s, paused_total_s=paused_s, paused_since_s=paused_since_s)
+
+    def _loop(
+        self, plan: Plan, start_s: float, *, paused_total_s: float = 0.0, paused_since_s: float | None = None
+    ) -> None:
         rotation = Rotation(
             plan.workloads,
             rotation_s=plan.rotation.total_seconds(),
             start_s=start_s,
             collective=[load_workload(entry.name).collective for entry in plan.workloads],
         )
-        end_s = start_s + plan.duration.total_seconds()
-        paused_since_s: float | None = None
-        paused_total_s = 0.0
+        end_s = start_s + plan.duration.total_seconds() + paused_total_s
         next_detect_s = start_s + self._settings.detect_interval_s
         final = CampaignState.COMPLETED
         while True:
@@ -193,11 +260,67 @@ class CampaignRunner:
         self._finish(plan, start_s, final, paused_total_s)
 
     def _spawn(self, slot: _Slot, now_s: float) -> None:
+        if self._executor.node_up(slot.spec.node_name) is False:
+            self._lose_node(slot, now_s)
+            return
         slot.handle = self._executor.spawn(slot.spec)
         slot.spawned_s = now_s
 
+    def _lose_node(self, slot: _Slot, now_s: float) -> None:
+        """The slot's node left the cluster: record it once per outage; the slot waits for the node, no restarts."""
+        if slot.handle is not None:
+            slot.handle.kill()
+            slot.handle = None
+        self._close_run(slot, {"error": "node_lost"})
+        slot.node_down = True
+        node = slot.spec.node_name
+        if node in self._lost_nodes:
+            return
+        self._lost_nodes[node] = now_s
+        waiting = sum(1 for other in self._slots if other.spec.node_name == node)
+        with session_scope(self._sessions) as session:
+            telemetry.record_event(
+                session=session,
+                campaign_id=self.campaign_id,
+                device_id=None,
+                node_id=slot.node_id,
+                time_s=now_s,
+                kind="node_lost",
+                severity="warning",
+                message=f"node {node} left the cluster (its raylet is gone); its {waiting} worker(s) wait for it to "
+                "come back, the campaign goes on with the other nodes",
+            )
+        log.warning("campaign %s: node %s lost", self.campaign_id, node)
+
+    def _node_back(self, slot: _Slot, now_s: float) -> bool:
+        """Whether the slot's lost node is in the cluster again (recorded once, by the first of its slots to see it)."""
+        node = slot.spec.node_name
+        # Seen in the cluster, not merely not known to be gone: a restarted controller knows the loss from the store.
+        if self._executor.node_up(node) is not True:
+            return False
+        slot.node_down = False
+        lost_s = self._lost_nodes.pop(node, None)
+        if lost_s is not None:
+            with session_scope(self._sessions) as session:
+                telemetry.record_event(
+                    session=session,
+                    campaign_id=self.campaign_id,
+                    device_id=None,
+                    node_id=slot.node_id,
+                    time_s=now_s,
+                    kind="node_returned",
+                    severity="info",
+                    message=f"node {node} is back after {now_s - lost_s:.0f} s; its workers are placed on it again",
+                )
+            log.warning("campaign %s: node %s is back", self.campaign_id, node)
+        return True
+
     def _tend(self, slot: _Slot, *, now_s: float, dispatch: bool, rotation: Rotation, end_s: float) -> None:
         if slot.retired:
+            return
+        if slot.node_down:
+            if self._node_back(slot, now_s):
+                self._spawn(slot, now_s)
             return
         if slot.handle is None:
             if now_s >= slot.next_restart_s:
@@ -207,6 +330,9 @@ class CampaignRunner:
         if poll.finished is not None:
             self._close_run(slot, poll.finished)
         if not poll.alive:
+            if self._executor.node_up(slot.spec.node_name) is False:
+                self._lose_node(slot, now_s)
+                return
             self._replace(
                 slot,
                 now_s,
@@ -223,6 +349,9 @@ class CampaignRunner:
                     self._settings.hang_timeout_s,
                 )
             if now_s - silent_since_s > allowed_s:
+                if self._executor.node_up(slot.spec.node_name) is False:
+                    self._lose_node(slot, now_s)
+                    return
                 self._replace(
                     slot,
                     now_s,

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from soak.campaigns import service as campaigns
 from soak.config import Settings
 from soak.db import session_scope
-from soak.nodes import service as nodes
 from soak.scheduler.executor import Executor, make_executor
 from soak.scheduler.runner import CampaignRunner
 
@@ -29,15 +28,16 @@ class Supervisor:
         self._thread = threading.Thread(target=self._loop, name="soak-supervisor", daemon=True)
 
     def start(self) -> None:
-        """Fail campaigns a previous controller process left running, then begin watching for new ones."""
+        """Resume the campaigns an earlier controller process left running, then begin watching for new ones."""
         with session_scope(self._sessions) as session:
-            for campaign_id in campaigns.abandon_orphans(session=session):
-                nodes.release(session=session, campaign_id=campaign_id)
-                log.warning("campaign %s was running when the controller last stopped; marked failed", campaign_id)
+            orphans = [campaign.id for campaign in campaigns.orphaned_campaigns(session=session)]
+        for campaign_id in orphans:
+            log.warning("campaign %s was running when the controller last stopped; resuming it", campaign_id)
+            self._launch(campaign_id)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop watching and release the executor (running campaigns end with the process)."""
+        """Stop watching and release the executor; a campaign still running resumes when a controller starts again."""
         self._stop.set()
         self._thread.join(timeout=10)
         for thread in self._runners.values():

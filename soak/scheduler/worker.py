@@ -32,6 +32,8 @@ class DeviceWorker:
         self._inbox_dir = Path(spec.inbox_dir)
         self._progress_s = time.time()
         self._interrupt = threading.Event()
+        # One slot at a time: a restarted controller dispatches the next slot while the interrupted one winds down.
+        self._segment_lock = threading.Lock()
         software = self._device.software()
         versions = ", ".join(f"{component} {version}" for component, version in software.items())
         self._report_events([{**self._event("software_stack", "info", versions), "raw": json.dumps(software)}])
@@ -46,11 +48,12 @@ class DeviceWorker:
 
     def run_segment(self, segment: Segment) -> dict[str, Any]:
         """Run one workload until the slot ends; return a summary for the workload-run record."""
-        try:
-            return self._run_segment(segment)
-        finally:
-            # Cleared only once honoured: an interrupt that arrives before the slot starts must still end it.
-            self._interrupt.clear()
+        with self._segment_lock:
+            try:
+                return self._run_segment(segment)
+            finally:
+                # Cleared only once honoured: an interrupt that arrives before the slot starts must still end it.
+                self._interrupt.clear()
 
     def _run_segment(self, segment: Segment) -> dict[str, Any]:
         spec = WorkloadSpec.model_validate(segment.workload)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agents.inbox import WorkerReport, write_report
-from agents.spool import Outgoing, Spool, report_batch_id
+from agents.spool import LEDGER_KEEP_S, Outgoing, Spool, report_batch_id
 
 NODE = "n1"
 T0_S = 1_790_000_000.0
@@ -277,3 +277,26 @@ def test_a_drained_spool_gives_its_disk_back(tmp_path: Path) -> None:
     spool.close()
 
     assert (tmp_path / "spool.db").stat().st_size < full_bytes / 20
+
+
+def test_the_ledger_keeps_every_batch_taken_in_across_acks_drops_and_restarts(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, max_batches=2)
+    for number in range(1, 5):
+        spool.append([collector_batch(number, samples=number)], now_s=T0_S + number)
+    spool.append([collector_batch(4)], now_s=T0_S + 5)  # spooled again after a crash: one line, not two
+    drain(spool)
+    spool.close()
+
+    reopened = open_spool(tmp_path)
+    try:
+        reopened.append([collector_batch(5)], now_s=T0_S + LEDGER_KEEP_S + 1.5)
+        ledger = reopened.produced()
+    finally:
+        reopened.close()
+    # Acknowledged and dropped batches alike (the drop notice is no telemetry); older than a week is forgotten.
+    assert [(line.batch_id, line.samples) for line in ledger] == [
+        ("batch-0002", 2),
+        ("batch-0003", 3),
+        ("batch-0004", 4),
+        ("batch-0005", 2),
+    ]

@@ -237,16 +237,17 @@ def test_commands_follow_the_campaign_state(session: Session, plan_data: dict[st
         service.request_command(session=session, campaign_id=campaign.id + 1, command=CampaignCommand.STOP)
 
 
-def test_running_campaigns_left_behind_by_a_restart_are_failed(session: Session, plan_data: dict[str, Any]) -> None:
+def test_running_and_paused_campaigns_are_the_ones_a_restarted_controller_resumes(
+    session: Session, plan_data: dict[str, Any]
+) -> None:
     plan = parse_plan(plan_data)
     running = service.create_campaign(session=session, plan=plan)
-    pending = service.create_campaign(session=session, plan=plan)
+    paused = service.create_campaign(session=session, plan=plan)
+    service.create_campaign(session=session, plan=plan)  # pending: the scheduler starts it as usual
     service.set_state(session=session, campaign=running, state=CampaignState.RUNNING)
+    service.set_state(session=session, campaign=paused, state=CampaignState.PAUSED)
 
-    assert service.abandon_orphans(session=session) == [running.id]
-
-    assert running.state == "failed" and "resubmit" in (running.reason or "")
-    assert pending.state == "pending"
+    assert [campaign.id for campaign in service.orphaned_campaigns(session=session)] == [running.id, paused.id]
 
 
 def _leak(device: str | None, subject: str, onset_s: float, rate: float, severity: str = "warning") -> Detection:
