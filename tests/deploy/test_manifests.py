@@ -42,7 +42,8 @@ KUBERNETES_VERSION = kubernetes_validate.latest_version()
 SOAK_IMAGES = {"soak", "soak-cuda", "soak-cann", "soak-neuware"}
 # Variables the CLI reads besides the settings classes (soak/cli.py: --url, --token).
 CLI_VARIABLES = {"SOAK_URL", "SOAK_API_TOKEN"}
-TOKEN = "t" * 40
+# Stands in for the secret each site makes (`soak token create`); production refuses a repetitive one.
+TOKEN = "soak-deploy-test-0123456789abcdefghijklmnop"
 
 
 def _tool(name: str, how: str) -> str:
