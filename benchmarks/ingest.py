@@ -42,6 +42,7 @@ from soak.config import Settings
 from soak.db import make_engine, session_factory
 from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.nodes.service import register_node
+from soak.telemetry.limits import IngestGuard
 from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.schemas import TelemetryBatch
 from soak.telemetry.service import ingest
@@ -196,11 +197,13 @@ def store_agent(url: str, node: str, batches: int, batch_samples: int, start: Ba
     prepared = [TelemetryBatch.model_validate(batch_body(node, index, batch_samples)) for index in range(batches)]
     engine = make_engine(url)
     sessions = session_factory(engine)
+    # As the controller holds one for its life (app.state.ingest_guard), rather than one per call.
+    guard = IngestGuard.from_settings(Settings())
     stored = 0
     start.wait()
     for batch in prepared:
         with sessions() as session:
-            stored += ingest(session=session, batch=batch).samples_stored
+            stored += ingest(session=session, batch=batch, guard=guard).samples_stored
     results.put((batches * batch_samples, stored, time.perf_counter()))
     engine.dispose()
 
@@ -294,6 +297,7 @@ def split_request(url: str, base_url: str, node: str, batch_samples: int) -> Non
     """One request at a time: its latency against the parts of it timed alone in this process."""
     engine = make_engine(url)
     sessions = session_factory(engine)
+    guard = IngestGuard.from_settings(Settings())
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     parse_s = validate_s = ingest_s = request_s = 0.0
     with httpx.Client(base_url=base_url, headers=headers, timeout=120) as client:
@@ -310,7 +314,7 @@ def split_request(url: str, base_url: str, node: str, batch_samples: int) -> Non
             batch = TelemetryBatch.model_validate(decoded)
             validated_s = time.perf_counter()
             with sessions() as session:
-                ingest(session=session, batch=batch)
+                ingest(session=session, batch=batch, guard=guard)
             parse_s += parsed_s - started_s
             validate_s += validated_s - parsed_s
             ingest_s += time.perf_counter() - validated_s
