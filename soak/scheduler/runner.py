@@ -278,6 +278,18 @@ class CampaignRunner:
             return
         self._lost_nodes[node] = now_s
         waiting = sum(1 for other in self._slots if other.spec.node_name == node)
+        self._node_event(
+            slot,
+            now_s,
+            kind="node_lost",
+            severity="warning",
+            message=f"node {node} left the cluster (its raylet is gone); its {waiting} worker(s) wait for it to "
+            "come back, the campaign goes on with the other nodes",
+        )
+        log.warning("campaign %s: node %s lost", self.campaign_id, node)
+
+    def _node_event(self, slot: _Slot, now_s: float, *, kind: str, severity: str, message: str) -> None:
+        """An event of the slot's node as a whole (no device), as the liveness detector reads node losses."""
         with session_scope(self._sessions) as session:
             telemetry.record_event(
                 session=session,
@@ -285,12 +297,10 @@ class CampaignRunner:
                 device_id=None,
                 node_id=slot.node_id,
                 time_s=now_s,
-                kind="node_lost",
-                severity="warning",
-                message=f"node {node} left the cluster (its raylet is gone); its {waiting} worker(s) wait for it to "
-                "come back, the campaign goes on with the other nodes",
+                kind=kind,
+                severity=severity,
+                message=message,
             )
-        log.warning("campaign %s: node %s lost", self.campaign_id, node)
 
     def _node_back(self, slot: _Slot, now_s: float) -> bool:
         """Whether the slot's lost node is in the cluster again (recorded once, by the first of its slots to see it)."""
@@ -301,17 +311,13 @@ class CampaignRunner:
         slot.node_down = False
         lost_s = self._lost_nodes.pop(node, None)
         if lost_s is not None:
-            with session_scope(self._sessions) as session:
-                telemetry.record_event(
-                    session=session,
-                    campaign_id=self.campaign_id,
-                    device_id=None,
-                    node_id=slot.node_id,
-                    time_s=now_s,
-                    kind="node_returned",
-                    severity="info",
-                    message=f"node {node} is back after {now_s - lost_s:.0f} s; its workers are placed on it again",
-                )
+            self._node_event(
+                slot,
+                now_s,
+                kind="node_returned",
+                severity="info",
+                message=f"node {node} is back after {now_s - lost_s:.0f} s; its workers are placed on it again",
+            )
             log.warning("campaign %s: node %s is back", self.campaign_id, node)
         return True
 

@@ -160,57 +160,47 @@ def test_detection_does_not_depend_on_later_data() -> None:
     assert detect_drift(device(step(onset_s, 0.96), days=4, seed=7, end_s=full.detected_s - 1.0), LIMITS) == []
 
 
-def test_a_campaign_of_minutes_is_charted_on_proportionally_shorter_blocks() -> None:
-    # The demo's scale: 3 minutes at 1 s, throughput falling 720 %/h from a minute after warm-up.
-    elapsed_s = np.arange(0.0, 180.0, 1.0)
-    rng = np.random.default_rng(21)
-    decay = np.clip(1.0 - 2.0 * np.maximum(elapsed_s - 80.0, 0.0) / 1000.0, 0.0, None)
-    values = BASELINE * (decay + rng.normal(0.0, 0.01, elapsed_s.size))
-    telemetry = DeviceTelemetry(
-        device="sim2",
+def demo_scale(device: str, values: FloatArray) -> DeviceTelemetry:
+    """A device of a 3-minute campaign sampled every second (the demo's scale), warm-up over after 20 s."""
+    elapsed_s = np.arange(0.0, float(values.size))
+    return DeviceTelemetry(
+        device=device,
         node="sim-node-0",
         vendor="simulated",
         model="Simulated H200",
         memory_total_bytes=None,
         start_s=START_S,
         warmup_end_s=START_S + 20.0,
-        end_s=START_S + 179.0,
+        end_s=START_S + values.size - 1.0,
         sample_interval_s=1.0,
         series={"throughput.gemm": Series(START_S + elapsed_s, values)},
     )
 
-    drift = only(detect_drift(telemetry, LIMITS))
+
+def test_a_campaign_of_minutes_is_charted_on_proportionally_shorter_blocks() -> None:
+    # The demo's scale: 3 minutes at 1 s, throughput falling 720 %/h from a minute after warm-up.
+    elapsed_s = np.arange(0.0, 180.0, 1.0)
+    rng = np.random.default_rng(21)
+    decay = np.clip(1.0 - 2.0 * np.maximum(elapsed_s - 80.0, 0.0) / 1000.0, 0.0, None)
+
+    drift = only(detect_drift(demo_scale("sim2", BASELINE * (decay + rng.normal(0.0, 0.01, elapsed_s.size))), LIMITS))
+
     assert START_S + 70.0 <= drift.onset_s <= START_S + 100.0
     assert drift.detected_s <= START_S + 120.0
 
 
 def test_isolated_slow_seconds_of_a_short_campaign_are_not_drift() -> None:
-    # The demo's scale, healthy, with three seconds at half speed where the host paused (far apart).
-    elapsed_s = np.arange(0.0, 180.0, 1.0)
     rng = np.random.default_rng(5)
-    values = BASELINE * (1.0 + rng.normal(0.0, 0.01, elapsed_s.size))
+    values = BASELINE * (1.0 + rng.normal(0.0, 0.01, 180))
 
-    def demo_device(values: FloatArray) -> DeviceTelemetry:
-        return DeviceTelemetry(
-            device="sim3",
-            node="sim-node-1",
-            vendor="simulated",
-            model="Simulated H200",
-            memory_total_bytes=None,
-            start_s=START_S,
-            warmup_end_s=START_S + 20.0,
-            end_s=START_S + 179.0,
-            sample_interval_s=1.0,
-            series={"throughput.gemm": Series(START_S + elapsed_s, values)},
-        )
-
+    # Three seconds at half speed where the host paused, far apart.
     paused = values.copy()
     paused[[90, 121, 150]] *= 0.5
-    assert detect_drift(demo_device(paused), LIMITS) == []
+    assert detect_drift(demo_scale("sim3", paused), LIMITS) == []
     # Six slow seconds in a row are a drop, however short: the chart speaks.
     slowed = values.copy()
     slowed[90:96] *= 0.5
-    assert only(detect_drift(demo_device(slowed), LIMITS)).onset_s == START_S + 90.0
+    assert only(detect_drift(demo_scale("sim3", slowed), LIMITS)).onset_s == START_S + 90.0
 
 
 def test_too_little_steady_running_gives_no_verdict() -> None:
