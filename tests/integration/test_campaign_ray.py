@@ -118,6 +118,10 @@ def _plan() -> dict[str, Any]:
             }
         ],
         "seed": 3,
+        # Four devices doing real work on the CI machine's two cores: each one's throughput moves by a few percent
+        # for seconds at a time as its neighbours change work. What matters here is a drop of 10 %, as a plan for
+        # devices sharing a host would say.
+        "acceptance": {"throughput": {"min_detectable_drop": 0.1}},
     }
 
 
