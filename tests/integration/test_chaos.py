@@ -3,7 +3,8 @@
 A real Ray cluster (head + 3 nodes on loopback), the controller as its own process (`python -m soak serve`, killed
 with SIGKILL and started again), one agent per node talking to it through a proxy the test can cut. Afterwards
 the campaign has completed, each fault is a finding (or event) on the right node and device at about the right
-time, and every sample each agent produced is stored exactly once, counted by batch id against its spool's ledger.
+time, and every sample each agent produced is stored exactly once, counted by batch id against its spool's ledger
+(or, of its last second, still waits in its spool to be sent again).
 """
 
 from __future__ import annotations
@@ -306,7 +307,9 @@ def _assert_every_sample_stored_once(tmp_path: Path, database_url: str, nodes: d
             )
             try:
                 produced = {line.batch_id: line.samples for line in spool.produced()}
-                assert spool.stats().batches == 0, f"{name} still holds undelivered batches"
+                # A batch of the agent's last second may still wait in its spool when the agent stops: not sent yet,
+                # or stored but its answer lost on the way back; its next start sends it again, stored once by id.
+                waiting = spool.stats().batches
             finally:
                 spool.close()
             stored = dict(
@@ -314,6 +317,9 @@ def _assert_every_sample_stored_once(tmp_path: Path, database_url: str, nodes: d
                     select(IngestedBatch.batch_id, IngestedBatch.samples).where(IngestedBatch.node_id == nodes[name])
                 ).all()
             )
-            assert stored == produced, f"{name}: batches produced and stored differ"
+            assert stored.keys() <= produced.keys(), f"{name}: batches stored that it never produced"
+            assert all(stored[batch_id] == produced[batch_id] for batch_id in stored), f"{name}: batch sizes differ"
+            unstored = len(produced.keys() - stored.keys())
+            assert unstored <= waiting <= 2, f"{name}: {unstored} batches not stored, {waiting} waiting in its spool"
             rows = session.scalar(select(func.count()).select_from(Sample).where(Sample.node_id == nodes[name]))
-            assert rows == sum(produced.values()), f"{name}: {rows} sample rows for {sum(produced.values())} produced"
+            assert rows == sum(stored.values()), f"{name}: {rows} sample rows for {sum(stored.values())} stored"
