@@ -29,14 +29,13 @@ from scipy import optimize, stats
 from statsmodels.tsa.stattools import acf
 
 from soak.analysis.series import Detection, capitalised, format_utc
-from soak.analysis.telemetry import DeviceTelemetry
+from soak.analysis.telemetry import SECONDS_PER_DAY, DeviceTelemetry
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
 THROUGHPUT_PREFIX = "throughput."
-SECONDS_PER_DAY = 86400.0
 SECONDS_PER_HOUR = 3600.0
 
 # A block holding less than this share of its samples (a workload slot that began or ended inside it) is left

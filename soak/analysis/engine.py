@@ -13,7 +13,7 @@ from soak.analysis.telemetry import DeviceTelemetry, EventRecord
 from soak.campaigns.models import WorkloadRun
 from soak.findings.service import upsert_finding
 from soak.nodes.models import Device, Node
-from soak.plan import Plan
+from soak.plan import Acceptance, Plan
 from soak.telemetry import service as telemetry
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,15 @@ def load_fleet(
 def run_detection(*, session: Session, campaign_id: int, plan: Plan, start_s: float, end_s: float) -> int:
     """Update the campaign's findings from everything stored up to end_s; return how many detections held."""
     fleet = load_fleet(session=session, campaign_id=campaign_id, plan=plan, start_s=start_s, end_s=end_s)
-    detections = [detection for device in fleet for detection in detect_device(device, plan.acceptance)]
-    detections += detect_fleet(fleet, plan.acceptance)
+    return detect_and_store(session=session, campaign_id=campaign_id, fleet=fleet, acceptance=plan.acceptance)
+
+
+def detect_and_store(
+    *, session: Session, campaign_id: int, fleet: list[DeviceTelemetry], acceptance: Acceptance
+) -> int:
+    """Run every detector over a fleet and keep the campaign's findings current; return how many detections held."""
+    detections = [detection for device in fleet for detection in detect_device(device, acceptance)]
+    detections += detect_fleet(fleet, acceptance)
     named = {detection.device for detection in detections if detection.device is not None}
     ids = {
         name: device_id

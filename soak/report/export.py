@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from soak.nodes.models import Device, Node
 from soak.report.model import FindingEntry
-from soak.telemetry.models import Event, MetricName, Sample
+from soak.telemetry.models import MetricName, Sample
 from soak.telemetry.rollup_models import HourRollup
+from soak.telemetry.service import list_events
 
 EXPORT_DIR = "data"
 READ_BATCH_ROWS = 50_000
@@ -63,7 +64,7 @@ def export_campaign(*, session: Session, campaign_id: int, findings: list[Findin
         .order_by(HourRollup.device_id, MetricName.name, HourRollup.bucket_s)
         .execution_options(yield_per=READ_BATCH_ROWS)
     )
-    events = session.scalars(select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s, Event.id))
+    events = list_events(session=session, campaign_id=campaign_id, limit=None)
     files = []
     left_out = None
     if raw_rows <= MAX_EXPORTED_SAMPLES:

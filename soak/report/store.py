@@ -18,8 +18,9 @@ from soak.findings.service import list_findings
 from soak.nodes.models import Device, Node
 from soak.plan import Plan, parse_plan
 from soak.telemetry.models import Event
-from soak.telemetry.rollups import roll_up
+from soak.telemetry.rollups import roll_up_all
 from soak.telemetry.series import ROUND_STEPS_S, read_series, round_step_s
+from soak.telemetry.service import list_events
 from soak.telemetry.summaries import MetricSummary, campaign_summaries
 
 
@@ -127,8 +128,7 @@ def report_step_s(range_s: float, sample_interval_s: float) -> float:
 
 def load_campaign(*, session: Session, campaign: Campaign) -> CampaignData:
     """Read a campaign for its report; the hour rollups are brought up to date first."""
-    while roll_up(session=session):
-        pass
+    roll_up_all(session=session)
     plan = parse_plan(campaign.plan)
     start_s = campaign.started_at.timestamp() if campaign.started_at else campaign.created_at.timestamp()
     # A running campaign is reported up to now.
@@ -151,7 +151,7 @@ def load_campaign(*, session: Session, campaign: Campaign) -> CampaignData:
         select(WorkloadRun).where(WorkloadRun.campaign_id == campaign.id).order_by(WorkloadRun.started_s)
     ):
         runs[names.get(run.device_id, str(run.device_id))].append(run)
-    events = list(session.scalars(select(Event).where(Event.campaign_id == campaign.id).order_by(Event.time_s)))
+    events = list_events(session=session, campaign_id=campaign.id, limit=None)
     return CampaignData(
         campaign=campaign,
         plan=plan,

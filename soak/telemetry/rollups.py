@@ -68,6 +68,14 @@ def roll_up(*, session: Session, max_rows: int = DEFAULT_MAX_ROWS) -> int:
     return rows
 
 
+def roll_up_all(*, session: Session) -> int:
+    """Merge every sample stored so far into the rollups, batch after batch; how many were read."""
+    total = 0
+    while rows := roll_up(session=session):
+        total += rows
+    return total
+
+
 def _settled_sample_id(*, session: Session, dialect_name: str) -> int | None:
     """The largest sample id below which no id can still appear; None when ingest held its lock too long."""
     if dialect_name != "postgresql":

@@ -242,5 +242,5 @@ def device_series(*, session: Session, campaign_id: int, device_id: int) -> dict
 
 def list_events(*, session: Session, campaign_id: int, limit: int | None = 1000) -> list[Event]:
     """A campaign's events, oldest first; all of them when limit is None."""
-    statement = select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s).limit(limit)
+    statement = select(Event).where(Event.campaign_id == campaign_id).order_by(Event.time_s, Event.id).limit(limit)
     return list(session.scalars(statement))

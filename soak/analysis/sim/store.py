@@ -8,6 +8,7 @@ a campaign of three weeks or more asks for.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -15,18 +16,17 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from soak.analysis.detectors import detect_device, detect_fleet
+from soak.analysis.engine import detect_and_store
 from soak.analysis.sim.fleet import MEMORY_TOTAL_BYTES, MODEL, VENDOR, plan_fleet, simulate_device
 from soak.analysis.sim.spec import FleetSpec
 from soak.analysis.telemetry import DeviceTelemetry
 from soak.campaigns.models import Campaign, CampaignState, WorkloadRun
-from soak.findings.service import upsert_finding
 from soak.nodes.models import Device, Node
 from soak.plan import parse_plan
 from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.models import Event
 from soak.telemetry.rollup_models import HourRollup
-from soak.telemetry.rollups import roll_up
+from soak.telemetry.rollups import roll_up_all
 from soak.telemetry.writer import SampleRow, write_samples
 
 # The driver and software a simulated H100 node would report, so that the report's fleet section is complete.
@@ -69,7 +69,6 @@ def store_fleet(
     session.flush()
     fleet_plan = plan_fleet(spec)
     fleet: list[DeviceTelemetry] = []
-    device_ids: dict[str, int] = {}
     nodes: dict[str, int] = {}
     for index in range(spec.devices):
         telemetry = simulate_device(fleet_plan, index).telemetry
@@ -92,22 +91,13 @@ def store_fleet(
         )
         session.add(device)
         session.flush()
-        device_ids[telemetry.device] = device.id
         _store_device(session, campaign.id, device, telemetry, resolution)
-        fleet.append(telemetry)
+        # Judged under the names it is stored under, as the detectors see a campaign read back from the store.
+        fleet.append(dataclasses.replace(telemetry, device=device.name, node=f"{name}-{telemetry.node}"))
     session.commit()
     if resolution == "raw":
-        while roll_up(session=session):
-            pass
-    detections = [d for telemetry in fleet for d in detect_device(telemetry, plan.acceptance)]
-    detections += detect_fleet(fleet, plan.acceptance)
-    for detection in detections:
-        upsert_finding(
-            session=session,
-            campaign_id=campaign.id,
-            device_id=device_ids.get(detection.device) if detection.device is not None else None,
-            detection=detection,
-        )
+        roll_up_all(session=session)
+    detect_and_store(session=session, campaign_id=campaign.id, fleet=fleet, acceptance=plan.acceptance)
     session.commit()
     return campaign
 
