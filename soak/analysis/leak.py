@@ -44,8 +44,10 @@ HIGH_WATER_BLOCKS = 288
 HIGH_WATER_MARGIN_SD = 2.0
 MIN_HISTORY_BLOCKS = 24
 # The floor of a sawtooth is the lowest sample of this many blocks (30 min at full scale): longer than the
-# period of the garbage collections it looks past.
+# period of the garbage collections it looks past. Those come seconds to minutes apart in real time however
+# short a demo's blocks are, so the floor never looks back less than FLOOR_MIN_S.
 FLOOR_BLOCKS = 6
+FLOOR_MIN_S = 120.0
 # Consecutive blocks of one run are one block apart; further apart, a run of the workload ended between them.
 RUN_GAP_BLOCKS = 1.5
 # The level a window ends at is the median of its last blocks: a fitted line's end overshoots a tooth's top.
@@ -127,6 +129,11 @@ class _Blocks:
     def __len__(self) -> int:
         return int(self.time_s.size)
 
+    def runs(self) -> npt.NDArray[np.int64]:
+        """Each block's run of the workload, counted from 0: a missing block is a gap between two runs."""
+        gaps = np.diff(self.complete_s) > RUN_GAP_BLOCKS * self.block_s
+        return np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64)
+
     def span(self, first: int, last: int) -> _Blocks:
         """Blocks first to last, both included."""
         end = last + 1
@@ -179,10 +186,30 @@ def detect_leaks(telemetry: DeviceTelemetry, limits: LeakLimits) -> list[Detecti
         _Rule(ALLOCATED, "device memory allocated", True, device_rate_bytes_per_hour, min_growth_bytes, capacity_bytes),
         _Rule(RESERVED, "device memory reserved", True, device_rate_bytes_per_hour, min_growth_bytes, capacity_bytes),
         _Rule(
-            RSS, "worker resident memory", True, host_rate_bytes_per_hour, min_growth_bytes, host_capacity_bytes, True
+            RSS,
+            "worker resident memory",
+            True,
+            host_rate_bytes_per_hour,
+            min_growth_bytes,
+            host_capacity_bytes,
+            floor=True,
         ),
-        _Rule(OPEN_FILES, "worker open files", False, limits.max_open_files_per_hour, limits.min_growth_count, None),
-        _Rule(THREADS, "worker threads", False, limits.max_threads_per_hour, limits.min_growth_count, None),
+        _Rule(
+            OPEN_FILES,
+            "worker open files",
+            False,
+            limits.max_open_files_per_hour,
+            limits.min_growth_count,
+            None,
+        ),
+        _Rule(
+            THREADS,
+            "worker threads",
+            False,
+            limits.max_threads_per_hour,
+            limits.min_growth_count,
+            None,
+        ),
     ]
     by_metric = {rule.metric: rule for rule in rules}
     found = {rule.metric: _strongest_trend(telemetry, rule, limits.significance) for rule in rules}
@@ -218,7 +245,13 @@ def _strongest_trend(telemetry: DeviceTelemetry, rule: _Rule, significance: floa
         trend
         for workload in sorted(telemetry.steady_windows)
         if (
-            trend := _first_trend(telemetry.steady(workload, series), workload, rule, significance, telemetry=telemetry)
+            trend := _first_trend(
+                telemetry.steady(workload, series),
+                workload,
+                rule,
+                significance,
+                telemetry=telemetry,
+            )
         )
         is not None
     ]
@@ -268,7 +301,7 @@ def _first_in(
 ) -> _Trend | None:
     """The first window of these blocks that meets the rule, measured since its onset; None when none does."""
     # A run of the workload is a stretch of consecutive blocks; a missing block is a gap between two runs.
-    gaps_before = np.concatenate([[0], np.cumsum(np.diff(blocks.complete_s) > RUN_GAP_BLOCKS * blocks.block_s)])
+    gaps_before = blocks.runs()
     for end, n in _candidate_windows(
         blocks, max_rate_per_hour=rule.max_rate_per_hour, min_growth=rule.min_growth, max_step_share=max_step_share
     ):
@@ -340,8 +373,14 @@ class _Grid:
         if not self.starts.size:
             return means
         lowest = np.minimum.reduceat(self.values, self.starts)
-        padded = np.concatenate([np.full(FLOOR_BLOCKS - 1, np.inf), lowest])
-        floor = np.min(sliding_window_view(padded, FLOOR_BLOCKS), axis=1)
+        runs = means.runs()
+        # A block's floor looks back within its own run only: the last minutes of the run before may sit lower
+        # (the worker had not yet built this workload's model again), which would read as growth in this one.
+        span = max(FLOOR_BLOCKS, math.ceil(FLOOR_MIN_S / self.block_s))
+        padded_lowest = np.concatenate([np.full(span - 1, np.inf), lowest])
+        padded_runs = np.concatenate([np.full(span - 1, -1), runs])
+        same_run = sliding_window_view(padded_runs, span) == runs[:, np.newaxis]
+        floor = np.min(np.where(same_run, sliding_window_view(padded_lowest, span), np.inf), axis=1)
         return _Blocks(means.time_s, floor, means.complete_s, means.block_s)
 
 
