@@ -78,7 +78,10 @@ def test_production_refuses_to_start_without_an_operator_token(store_url: str) -
     create_app(Settings(database_url=store_url, environment="production"), run_scheduler=False)
 
 
-@pytest.mark.parametrize("token", ["short", "changeme-changeme-changeme-changeme", "a" * 40, "demo-" + new_token()])
+@pytest.mark.parametrize(
+    "token",
+    ["short", "changeme-changeme-changeme-changeme", "a" * 40, pytest.param("demo-" + new_token(), id="demo-prefixed")],
+)
 def test_production_refuses_a_weak_or_placeholder_bootstrap_token(token: str) -> None:
     with pytest.raises(ValidationError, match="SOAK_API_TOKEN is too weak for production"):
         Settings(environment="production", api_token=token)
