@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from soak.console import fleet_problems
 from soak.nodes.cluster import cluster_view
 from soak.nodes.schemas import NodeIn
 from soak.nodes.service import register_node
+from soak.plan import Plan, parse_plan
 from soak.scheduler.discovery import RayNode, node_resource
 
 
@@ -81,3 +83,24 @@ def test_a_cluster_the_controller_started_pins_nothing_and_flags_nothing(
     assert view.problems == [] and view.ray is True
     assert {row.name for row in view.nodes} == {"gpu-07", "this-host"}
     assert unread.ray is False and [row.name for row in unread.nodes] == ["gpu-07"]
+
+
+def test_soak_check_weighs_only_the_nodes_a_plan_names(
+    session: Session, node_payload: Callable[..., dict[str, Any]]
+) -> None:
+    _register(session, node_payload, "gpu-07", 7)
+    _register(session, node_payload, "gpu-10", 8)
+    ray_nodes = [_ray_node("gpu-07", {"GPU": 8}), _ray_node("gpu-10", {"GPU": 8})]
+    view = cluster_view(session=session, ray_nodes=ray_nodes, places_by_node=True).model_dump(mode="json")
+
+    def plan(*selectors: dict[str, Any]) -> Plan:
+        return parse_plan({"name": "p", "duration": "1h", "devices": list(selectors), "workloads": [{"name": "gemm"}]})
+
+    assert fleet_problems(plan({"vendor": "nvidia", "nodes": ["gpu-10"]}), view) == []
+    assert fleet_problems(plan({"vendor": "nvidia", "nodes": ["gpu-10", "gpu-07"]}), view) == view["problems"]
+    # One selector open to any node: every node's problems count.
+    assert (
+        fleet_problems(plan({"vendor": "nvidia", "nodes": ["gpu-10"]}, {"vendor": "nvidia"}), view) == view["problems"]
+    )
+    [unknown] = fleet_problems(plan({"vendor": "nvidia", "nodes": ["gpu-10", "gpu-99"]}), view)
+    assert unknown.startswith("node gpu-99: the plan names it, but no agent has registered it and no Ray node")
