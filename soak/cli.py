@@ -16,7 +16,7 @@ from rich.console import Console
 
 from soak.auth.cli import app as token_app
 from soak.config import Settings, get_settings
-from soak.console import TERMINAL_STATES, ApiClient, findings_table, follow, progress_table
+from soak.console import TERMINAL_STATES, ApiClient, findings_table, fleet_problems, follow, progress_table
 from soak.offline.formats import FileFormat
 from soak.plan import PlanError, load_plan
 from soak.report import cli as report_cli
@@ -64,13 +64,33 @@ def _problems(response: httpx.Response) -> str:
 
 
 @app.command()
-def check(plan_file: Annotated[Path, typer.Argument(help="plan in YAML or JSON")]) -> None:
-    """Validate a plan without submitting it."""
+def check(
+    plan_file: Annotated[Path, typer.Argument(help="plan in YAML or JSON")],
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="also check the fleet of the controller at this address (GET /api/v1/cluster)"),
+    ] = None,
+    token: TokenOption = None,
+) -> None:
+    """Validate a plan without submitting it; with --url, also that the fleet it may run on is ready."""
     try:
         plan = load_plan(plan_file)
     except PlanError as error:
         raise _fail(str(error)) from None
     console.print(f"[green]plan {plan.name!r} is valid[/] (digest {plan.digest()[:16]}…)")
+    if url is None:
+        return
+    try:
+        view = ApiClient(url, token).get("/api/v1/cluster")
+    except httpx.HTTPError as error:
+        raise _fail(f"cannot read the fleet at {url}: {error}") from None
+    problems = fleet_problems(plan, view)
+    if problems:
+        errors.print(f"[red]the fleet is not ready for plan {plan.name!r}:[/]")
+        for problem in problems:
+            errors.print(f"  {problem}", soft_wrap=True)
+        raise typer.Exit(code=1)
+    console.print(f"[green]the fleet is ready[/]: {len(view['nodes'])} node(s), every one with its agent and Ray node")
 
 
 @app.command()

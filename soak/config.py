@@ -78,6 +78,27 @@ class Settings(BaseSettings):
         default=None, description="network interface of CPU collectives; 'lo' when the rendezvous host is loopback"
     )
 
+    agents_as_ray_actors: bool = Field(
+        default=False,
+        description="start a node agent as a Ray actor on each Ray node that carries soak_node_<name> and that no "
+        "agent has registered (off: agents run as daemons, `soak agent`; see docs/deploy.md)",
+    )
+    agent_actor_controller_url: str | None = Field(
+        default=None,
+        description="where agents started as Ray actors reach this controller; http://SOAK_HOST:SOAK_PORT when unset",
+    )
+    agent_actor_data_dir: Path = Field(
+        default=Path("/var/lib/soak/nodes"),
+        description="on each node, agents started as Ray actors keep their inbox, spool and simulated-device state "
+        "in <this>/<node name>; it must be writable by Ray's processes there",
+    )
+    agent_actor_metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="/metrics port of agents started as Ray actors; 0 picks a free one"
+    )
+    agent_actor_cpu_device: bool = Field(
+        default=True, description="whether agents started as Ray actors offer their host's CPU as a device"
+    )
+
     @model_validator(mode="after")
     def _production_refuses_a_weak_token(self) -> Settings:
         if self.environment == "production" and self.api_token is not None and weak_token(self.api_token):

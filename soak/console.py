@@ -11,7 +11,24 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from soak.plan import Plan
+from soak.scheduler.discovery import node_resource
+
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def fleet_problems(plan: Plan, view: dict[str, Any]) -> list[str]:
+    """The cluster view's problems on the nodes `plan` may run on: those it names, or, if a selector names
+    none, every node."""
+    if any(selector.nodes is None for selector in plan.devices):
+        return [str(problem) for problem in view["problems"]]
+    named = {node for selector in plan.devices for node in selector.nodes or ()}
+    known = {row["name"] for row in view["nodes"]}
+    return [str(problem) for row in view["nodes"] if row["name"] in named for problem in row["problems"]] + [
+        f"node {node}: the plan names it, but no agent has registered it and no Ray node carries "
+        f"{node_resource(node)}; start its agent and its Ray node, or correct the plan's node name"
+        for node in sorted(named - known)
+    ]
 
 
 class ApiClient:

@@ -73,3 +73,33 @@ class NodeOut(BaseModel):
     agent_url: str | None
     registered_at: datetime
     last_seen_at: datetime
+
+
+class ClusterResourceOut(BaseModel):
+    """One accelerator resource of a node: what its Ray node offers against what its agent registered."""
+
+    resource: str = Field(description="Ray resource: GPU, NPU, MLU, SOAK_SIM...")
+    ray: int = Field(description="how many the node's Ray node offers")
+    agent: int = Field(description="devices its agent registered that a worker holds this resource for")
+
+
+class ClusterNodeOut(BaseModel):
+    """A node as the Ray cluster and the agents see it."""
+
+    name: str
+    agent_registered: bool
+    agent_last_seen_at: datetime | None
+    ray_node_id: str | None = Field(description="the live Ray node that is this node; null when none is")
+    ray_address: str | None
+    pinned: bool = Field(description="whether that Ray node carries soak_node_<name>, so workers can be pinned to it")
+    resources: list[ClusterResourceOut]
+    problems: list[str] = Field(description="what keeps the node's devices from a campaign, each with its fix")
+
+
+class ClusterOut(BaseModel):
+    """The fleet before a campaign: which Ray nodes offer what, and whether an agent registered each."""
+
+    ray: bool = Field(description="whether the Ray cluster was read (false: local executor, or Ray not started)")
+    places_by_node: bool = Field(description="whether workers are pinned to their node's Ray node")
+    nodes: list[ClusterNodeOut]
+    problems: list[str] = Field(description="every node's problems; none means the fleet is ready")

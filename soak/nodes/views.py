@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 
 from soak.deps import ERRORS, AgentNode, SessionDep, SettingsDep, Viewer
 from soak.nodes import service
-from soak.nodes.schemas import DeviceOut, NodeIn, NodeOut
+from soak.nodes.cluster import cluster_view
+from soak.nodes.schemas import ClusterOut, DeviceOut, NodeIn, NodeOut
 from soak.nodes.targets import write_scrape_targets
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"], responses=ERRORS)
@@ -41,3 +42,18 @@ def list_devices(session: SessionDep) -> list[DeviceOut]:
         DeviceOut.model_validate({**device.__dict__, "node": node.name})
         for device, node in service.list_devices(session=session)
     ]
+
+
+@router.get("/cluster", dependencies=[Viewer])
+def cluster(session: SessionDep, request: Request) -> ClusterOut:
+    """Which Ray nodes offer which accelerators, whether an agent registered each with as many devices: check
+    it before a campaign (`problems` is empty when the fleet is ready)."""
+    supervisor = getattr(request.app.state, "supervisor", None)
+    try:
+        ray_nodes, places_by_node = supervisor.cluster_nodes() if supervisor is not None else (None, False)
+    except (ConnectionError, RuntimeError) as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"cannot read the Ray cluster at SOAK_RAY_ADDRESS ({error}); check that its head runs and is reachable",
+        ) from None
+    return cluster_view(session=session, ray_nodes=ray_nodes, places_by_node=places_by_node)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from soak.scheduler.discovery import RayNode
 from soak.scheduler.spec import Segment, WorkerSpec
 
 
@@ -43,6 +44,10 @@ class Executor(Protocol):
 
     name: str
 
+    @property
+    def places_by_node(self) -> bool:
+        """Whether each worker is pinned to the Ray node carrying `soak_node_<its node>` (a cluster joined)."""
+
     def ensure_capacity(self, specs: Sequence[WorkerSpec]) -> None:
         """Raise PlacementError when the workers cannot all be placed."""
 
@@ -50,7 +55,11 @@ class Executor(Protocol):
         """The device's worker: the one still running for this campaign if there is one, else a new one."""
 
     def node_up(self, node_name: str) -> bool | None:
-        """Whether a worker's node is in the cluster now: False once its raylet is gone, None when it cannot tell."""
+        """Whether a worker's node is in the cluster now (a live Ray node carries `soak_node_<name>`); None where
+        workers are not placed by node (the one-host Ray cluster the executor started)."""
+
+    def cluster_nodes(self) -> list[RayNode] | None:
+        """The live Ray nodes; None without Ray."""
 
     def shutdown(self) -> None:
         """Release what the executor started."""

@@ -96,6 +96,7 @@ class LocalExecutor:
     """Every worker in a local child process."""
 
     name = "local"
+    places_by_node = False
 
     def ensure_capacity(self, specs: Sequence[WorkerSpec]) -> None:
         # Devices were already matched against what this node's agents registered; nothing else limits us.
@@ -107,6 +108,9 @@ class LocalExecutor:
     def node_up(self, node_name: str) -> bool | None:
         # Every worker runs on this very host: while the controller runs, so does its node.
         return True
+
+    def cluster_nodes(self) -> None:
+        return None
 
     def shutdown(self) -> None:
         return None

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from soak.nodes.service import PlacementError
+from soak.scheduler.discovery import RayNode, node_resource, read_ray_nodes
 from soak.scheduler.executor import WorkerPoll
 from soak.scheduler.spec import Segment, WorkerSpec
 from soak.scheduler.worker import DeviceWorker
@@ -22,11 +23,6 @@ HEARTBEAT_TIMEOUT_S = 5.0
 NAMESPACE = "soak"
 NAME_RELEASE_S = 10.0
 NODES_CACHE_S = 1.0
-
-
-def node_resource(node_name: str) -> str:
-    """The custom resource a Ray node carries to say which soak node it is (set by deploy scripts and tests)."""
-    return f"soak_node_{node_name}"
 
 
 def worker_name(spec: WorkerSpec) -> str:
@@ -86,13 +82,25 @@ class RayWorkerHandle:
             time.sleep(0.1)
 
 
+def _short(needed: Counter[str], offered: dict[str, float], *, offered_by: str) -> list[str]:
+    return [
+        f"{resource}: needs {amount:g}, {offered_by} {offered.get(resource, 0):g}"
+        for resource, amount in sorted(needed.items())
+        if amount > offered.get(resource, 0) + 1e-9
+    ]
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 class RayExecutor:
-    """Joins the cluster at `address`, or starts a local one on loopback."""
+    """Joins the cluster at `address`, or starts a local one on loopback.
+
+    In a cluster it joins, every worker is pinned to its node's Ray node (`soak_node_<name>`) and is placed only
+    once that node is alive; a local cluster is this one host, where every node's workers run.
+    """
 
     name = "ray"
 
@@ -120,34 +128,42 @@ class RayExecutor:
                 self._owns_cluster = True
         # Threaded actor: heartbeat() and interrupt() answer while run_segment() holds the device.
         self._actor_class = ray.remote(max_concurrency=4, max_restarts=0)(DeviceWorker)  # type: ignore[call-overload]
-        self._nodes: list[dict[str, Any]] = []
+        self._nodes: list[RayNode] = []
         self._nodes_read_s = -NODES_CACHE_S
-        self._pinned: set[str] = set()
 
-    def _cluster_resources(self) -> dict[str, float]:
-        resources: dict[str, float] = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
-        return resources
+    @property
+    def places_by_node(self) -> bool:
+        # A cluster it started is this one host: every node's workers run here, and no node carries a pin.
+        return not self._owns_cluster
 
     def _demands(self, spec: WorkerSpec) -> dict[str, float]:
         backend = load_backend(spec.backend)
         demands: dict[str, float] = {"CPU": backend.cpus_per_worker}
         if backend.ray_resource is not None:
             demands[backend.ray_resource] = 1.0
-        pin = node_resource(spec.node_name)
-        if pin in self._cluster_resources():
-            demands[pin] = 0.001
+        if self.places_by_node:
+            demands[node_resource(spec.node_name)] = 0.001
         return demands
 
     def ensure_capacity(self, specs: Sequence[WorkerSpec]) -> None:
-        needed: Counter[str] = Counter()
-        for spec in specs:
-            needed.update(self._demands(spec))
-        available = self._cluster_resources()
-        short = [
-            f"{resource}: needs {amount:g}, cluster has {available.get(resource, 0):g}"
-            for resource, amount in sorted(needed.items())
-            if amount > available.get(resource, 0) + 1e-9
-        ]
+        if self._owns_cluster:
+            needed: Counter[str] = Counter()
+            for spec in specs:
+                needed.update(self._demands(spec))
+            resources: dict[str, float] = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
+            short = _short(needed, resources, offered_by="cluster has")
+        else:
+            # Node by node, for the nodes in the cluster now: the others' workers wait for them (see the runner).
+            by_node = {node.name: node for node in self.cluster_nodes() if node.pinned}
+            wanted: dict[str, Counter[str]] = {}
+            for spec in specs:
+                if spec.node_name in by_node:
+                    wanted.setdefault(spec.node_name, Counter()).update(self._demands(spec))
+            short = [
+                f"node {name}: {problem}"
+                for name, needed in sorted(wanted.items())
+                for problem in _short(needed, by_node[name].resources, offered_by="its Ray node has")
+            ]
         if short:
             raise PlacementError(
                 "the Ray cluster cannot place every worker (" + "; ".join(short) + "); add nodes that offer "
@@ -175,17 +191,18 @@ class RayExecutor:
         ).remote(spec)
         return RayWorkerHandle(actor, name=name, attached=False)
 
-    def node_up(self, node_name: str) -> bool | None:
+    def cluster_nodes(self) -> list[RayNode]:
+        """The live Ray nodes (read at most once a second)."""
         now_s = time.monotonic()
         if now_s - self._nodes_read_s >= NODES_CACHE_S:
-            self._nodes = self._ray.nodes()  # type: ignore[no-untyped-call]
+            self._nodes = read_ray_nodes(self._ray.nodes())  # type: ignore[no-untyped-call]
             self._nodes_read_s = now_s
-        pin = node_resource(node_name)
-        if any(node.get("Alive") and pin in node.get("Resources", {}) for node in self._nodes):
-            self._pinned.add(pin)
-            return True
-        # Only a node once seen carrying its soak_node_* resource can be missed; of any other, nothing is known.
-        return False if pin in self._pinned else None
+        return self._nodes
+
+    def node_up(self, node_name: str) -> bool | None:
+        if not self.places_by_node:
+            return None
+        return any(node.pinned and node.name == node_name for node in self.cluster_nodes())
 
     def shutdown(self) -> None:
         if self._owns_cluster and self._ray.is_initialized():

@@ -17,6 +17,7 @@ from soak.nodes import service as nodes
 from soak.nodes.models import Device, Node
 from soak.nodes.service import PlacementError
 from soak.plan import Plan, parse_plan
+from soak.scheduler.discovery import node_resource
 from soak.scheduler.executor import Executor, WorkerHandle
 from soak.scheduler.rendezvous import Rendezvous
 from soak.scheduler.rotation import Rotation
@@ -69,6 +70,8 @@ class CampaignRunner:
         self._slots: list[_Slot] = []
         self._rendezvous = Rendezvous(campaign_id=campaign_id, settings=settings)
         self._lost_nodes: dict[str, float] = {}  # node name: when it was found gone
+        self._waiting_nodes: dict[str, float] = {}  # node name: since when its Ray node is awaited (never joined)
+        self._joined_nodes: set[str] = set()  # nodes this campaign's workers were placed on
 
     def run(self) -> None:
         """Run to the end; any failure ends the campaign as failed with the reason, never silently."""
@@ -93,8 +96,7 @@ class CampaignRunner:
             if not CampaignState(campaign.state).finished:
                 campaigns.set_state(session=session, campaign=campaign, state=CampaignState.FAILED, reason=reason)
 
-    def _place(self, plan: Plan) -> list[tuple[Device, Node]]:
-        give_up_s = time.time() + self._settings.placement_wait_s
+    def _place(self, plan: Plan, give_up_s: float) -> list[tuple[Device, Node]]:
         while True:
             with session_scope(self._sessions) as session:
                 try:
@@ -115,16 +117,19 @@ class CampaignRunner:
             state = CampaignState(campaign.state)
             if state is not CampaignState.PENDING and campaign.started_at is not None:
                 placed = nodes.list_devices(session=session, campaign_id=self.campaign_id)
-                self._lost_nodes = self._nodes_still_lost(session)
+                self._lost_nodes, self._waiting_nodes = self._nodes_still_away(session)
+                self._joined_nodes = {node.name for _, node in placed} - self._waiting_nodes.keys()
                 self._resume(plan, placed, campaign.started_at.timestamp(), campaign.paused_s, state)
                 return
-        placed = self._place(plan)
+        give_up_s = time.time() + self._settings.placement_wait_s
+        placed = self._place(plan, give_up_s)
         missing = {fault.device for fault in plan.faults} - {device.name for device, _ in placed}
         if missing:
             raise PlacementError(
                 f"faults: device(s) {', '.join(sorted(missing))} are not among the campaign's devices "
                 f"({', '.join(device.name for device, _ in placed)}); name one of those"
             )
+        self._await_ray_nodes({node.name for _, node in placed}, give_up_s)
         start_s = time.time()
         self._specs(plan, placed, start_s)
         self._executor.ensure_capacity([slot.spec for slot in self._slots])
@@ -157,22 +162,46 @@ class CampaignRunner:
                     node_id=node.id,
                     position=position,
                     spec=spec,
-                    node_down=node.name in self._lost_nodes,
+                    node_down=node.name in self._lost_nodes or node.name in self._waiting_nodes,
                 )
             )
 
-    def _nodes_still_lost(self, session: Session) -> dict[str, float]:
-        """Nodes this campaign lost and has not seen come back, from its stored events."""
+    def _await_ray_nodes(self, names: set[str], give_up_s: float) -> None:
+        """Give the campaign's nodes until `give_up_s` to join the Ray cluster; none at all is a placement error.
+
+        Those still absent then wait inside the running campaign (see _spawn): a node's Ray worker may join late.
+        """
+        while True:
+            absent = sorted(name for name in names if self._executor.node_up(name) is False)
+            if not absent or time.time() >= give_up_s:
+                break
+            time.sleep(1.0)
+        if absent and len(absent) == len(names):
+            raise PlacementError(
+                f"no Ray node carries {', '.join(node_resource(name) for name in absent)}: none of the campaign's "
+                f"nodes ({', '.join(absent)}) has joined the Ray cluster; on each, run `ray start --address=HEAD:6379 "
+                f"--resources='{{\"{node_resource('<node>')}\": 1}}'` with the node's name as its agent registered it "
+                "(GET /api/v1/cluster shows what is missing)"
+            )
+
+    def _nodes_still_away(self, session: Session) -> tuple[dict[str, float], dict[str, float]]:
+        """Nodes this campaign lost, and nodes it waits for, that it has not seen (again), from its stored events."""
         lost: dict[str, float] = {}
+        waiting: dict[str, float] = {}
         names = {node.id: node.name for node in nodes.list_nodes(session=session)}
         for event in telemetry.list_events(session=session, campaign_id=self.campaign_id, limit=None):
             if event.node_id is None or event.device_id is not None:
                 continue
+            name = names[event.node_id]
             if event.kind == "node_lost":
-                lost[names[event.node_id]] = event.time_s
+                lost[name] = event.time_s
             elif event.kind == "node_returned":
-                lost.pop(names[event.node_id], None)
-        return lost
+                lost.pop(name, None)
+            elif event.kind == "node_waiting":
+                waiting[name] = event.time_s
+            elif event.kind == "node_joined":
+                waiting.pop(name, None)
+        return lost, waiting
 
     def _resume(
         self, plan: Plan, placed: list[tuple[Device, Node]], start_s: float, paused_s: float, state: CampaignState
@@ -260,11 +289,36 @@ class CampaignRunner:
         self._finish(plan, start_s, final, paused_total_s)
 
     def _spawn(self, slot: _Slot, now_s: float) -> None:
-        if self._executor.node_up(slot.spec.node_name) is False:
-            self._lose_node(slot, now_s)
+        """Place the slot's worker on its node; never elsewhere: with its node out of the cluster, the slot waits."""
+        node = slot.spec.node_name
+        if self._executor.node_up(node) is False:
+            if node in self._joined_nodes:
+                self._lose_node(slot, now_s)
+            else:
+                self._await_node(slot, now_s)
             return
+        self._joined_nodes.add(node)
         slot.handle = self._executor.spawn(slot.spec)
         slot.spawned_s = now_s
+
+    def _await_node(self, slot: _Slot, now_s: float) -> None:
+        """The slot's node has not joined the Ray cluster yet: record it once; the slot waits for it."""
+        slot.node_down = True
+        node = slot.spec.node_name
+        if node in self._waiting_nodes:
+            return
+        self._waiting_nodes[node] = now_s
+        waiting = sum(1 for other in self._slots if other.spec.node_name == node)
+        self._node_event(
+            slot,
+            now_s,
+            kind="node_waiting",
+            severity="warning",
+            message=f"node {node} has not joined the Ray cluster (no live Ray node carries {node_resource(node)}); "
+            f"its {waiting} worker(s) wait for it, the campaign goes on with the other nodes. On {node}, run "
+            f"`ray start --address=HEAD:6379 --resources='{{\"{node_resource(node)}\": 1}}'`",
+        )
+        log.warning("campaign %s: waiting for node %s to join the Ray cluster", self.campaign_id, node)
 
     def _lose_node(self, slot: _Slot, now_s: float) -> None:
         """The slot's node left the cluster: record it once per outage; the slot waits for the node, no restarts."""
@@ -309,6 +363,18 @@ class CampaignRunner:
         if self._executor.node_up(node) is not True:
             return False
         slot.node_down = False
+        self._joined_nodes.add(node)
+        waiting_s = self._waiting_nodes.pop(node, None)
+        if waiting_s is not None:
+            self._node_event(
+                slot,
+                now_s,
+                kind="node_joined",
+                severity="info",
+                message=f"node {node} joined the Ray cluster after {now_s - waiting_s:.0f} s; its workers are placed "
+                "on it",
+            )
+            log.warning("campaign %s: node %s joined", self.campaign_id, node)
         lost_s = self._lost_nodes.pop(node, None)
         if lost_s is not None:
             self._node_event(

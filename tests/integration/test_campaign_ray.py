@@ -18,7 +18,7 @@ from soak.db import make_engine, session_factory
 from soak.embedded import EmbeddedController, free_port, start_agent, stop_agents
 from soak.migrations import upgrade
 from soak.nodes.models import Device
-from soak.scheduler.ray_executor import node_resource
+from soak.scheduler.discovery import node_resource
 from soak.telemetry.models import Sample
 
 pytestmark = pytest.mark.ray
@@ -173,7 +173,7 @@ def test_a_campaign_runs_to_completion_and_finds_the_injected_leak(controller: C
 
 def test_a_plan_larger_than_the_ray_cluster_fails_with_a_clear_reason(controller: Controller, tmp_path: Path) -> None:
     client = httpx.Client(base_url=controller.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-    # Six simulated devices registered, but the cluster's nodes offer only four SOAK_SIM slots.
+    # Six simulated devices registered on a node whose Ray node offers only two SOAK_SIM slots.
     devices = [
         {
             "name": f"sim{i}",
@@ -186,12 +186,12 @@ def test_a_plan_larger_than_the_ray_cluster_fails_with_a_clear_reason(controller
         for i in range(6)
     ]
     node = {
-        "hostname": "big",
+        "hostname": "sim-node-0",
         "inbox_dir": str(tmp_path / "inbox"),
         "sim_state_dir": str(tmp_path / "sim"),
         "devices": devices,
     }
-    assert client.put("/api/v1/nodes/big", json=node).status_code == 200
+    assert client.put("/api/v1/nodes/sim-node-0", json=node).status_code == 200
     plan = {**_plan(), "devices": {"simulated": 6}, "faults": []}
     campaign_id = client.post("/api/v1/campaigns", json=plan).json()["id"]
 
@@ -200,5 +200,5 @@ def test_a_plan_larger_than_the_ray_cluster_fails_with_a_clear_reason(controller
         assert time.time() < give_up_s, "placement must fail, not hang"
         time.sleep(0.5)
     assert campaign["state"] == "failed"
-    assert "SOAK_SIM: needs 6, cluster has 4" in campaign["reason"]
+    assert "node sim-node-0: SOAK_SIM: needs 6, its Ray node has 2" in campaign["reason"]
     assert all(device["campaign_id"] is None for device in client.get("/api/v1/devices").json())

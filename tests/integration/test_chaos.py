@@ -31,7 +31,7 @@ from soak.db import make_engine, session_factory
 from soak.embedded import free_port, start_agent, stop_agents
 from soak.migrations import upgrade
 from soak.nodes.models import Device, Node
-from soak.scheduler.ray_executor import node_resource
+from soak.scheduler.discovery import node_resource
 from soak.telemetry.models import Event, IngestedBatch, Sample
 from tests.tcp_proxy import PartitionableProxy
 

@@ -26,6 +26,7 @@ RULES = {
     ("GET", "/api/v1/campaigns/{campaign_id}/report.{report_format}"): "viewer",
     ("GET", "/api/v1/nodes"): "viewer",
     ("GET", "/api/v1/devices"): "viewer",
+    ("GET", "/api/v1/cluster"): "viewer",
     ("GET", "/api/v1/audit"): "viewer",
     ("POST", "/api/v1/campaigns"): "operator",
     ("POST", "/api/v1/campaigns/{campaign_id}/{command}"): "operator",
