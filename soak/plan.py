@@ -256,11 +256,17 @@ class Plan(_Strict):
     name: str = Field(min_length=1, max_length=120, pattern=r"^[\w .:+-]+$")
     description: str = Field(default="", max_length=4000)
     duration: Duration
-    warmup: Duration = timedelta(seconds=60)
-    sample_interval: Duration = timedelta(seconds=1)
-    rotation: Duration = Field(default=timedelta(minutes=5), description="length of one workload-mix slot")
+    # Defaults are checked against the fields before them too: a 1m plan with the default warm-up is refused
+    # when it is submitted, not when its runner reads it back.
+    warmup: Duration = Field(default=timedelta(seconds=60), validate_default=True)
+    sample_interval: Duration = Field(default=timedelta(seconds=1), validate_default=True)
+    rotation: Duration = Field(
+        default=timedelta(minutes=5), validate_default=True, description="length of one workload-mix slot"
+    )
     slot_warmup: Duration = Field(
-        default=timedelta(seconds=10), description="start of each slot left out of statistics while clocks settle"
+        default=timedelta(seconds=10),
+        validate_default=True,
+        description="start of each slot left out of statistics while clocks settle",
     )
     devices: list[DeviceSelector] = Field(min_length=1, max_length=MAX_SELECTORS)
     workloads: list[WorkloadSpec] = Field(min_length=1, max_length=MAX_WORKLOADS)
@@ -300,7 +306,10 @@ class Plan(_Strict):
         limit_name = "duration" if info.field_name == "warmup" else "rotation"
         limit = info.data.get(limit_name)
         if limit is not None and value >= limit:
-            raise ValueError(f"{format_duration(value)} must be shorter than {limit_name} ({format_duration(limit)})")
+            raise ValueError(
+                f"{format_duration(value)} must be shorter than {limit_name} ({format_duration(limit)}); "
+                f"set a shorter {info.field_name}"
+            )
         return value
 
     @property

@@ -85,6 +85,12 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _shorten_to_default_warmup(plan: dict[str, Any]) -> None:
+    """A one-minute plan that leaves the warm-up at its default, one minute."""
+    plan.pop("warmup", None)
+    plan["duration"] = "1m"
+
+
 def _drop(key: str) -> Callable[[dict[str, Any]], None]:
     return lambda plan: plan.pop(key) and None
 
@@ -135,6 +141,11 @@ BAD_PLANS = [
     ),
     pytest.param(_set("warmup", "30m"), "warmup: 30m must be shorter than duration (30m)", id="warmup-equals"),
     pytest.param(_set("warmup", "2h"), "warmup: 2h must be shorter than duration (30m)", id="warmup-longer"),
+    pytest.param(
+        _shorten_to_default_warmup,
+        "warmup: 1m must be shorter than duration (1m); set a shorter warmup",
+        id="default-warmup-longer",
+    ),
     pytest.param(
         _set("sample_interval", "5m"), "sample_interval: 5m leaves fewer than 10 samples after warm-up", id="interval"
     ),
