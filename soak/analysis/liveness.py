@@ -272,12 +272,15 @@ def _node_silences(telemetry: DeviceTelemetry, limits: LivenessLimits) -> list[_
 
 def _node_lost(telemetry: DeviceTelemetry, silences: list[_Outage]) -> Detection | None:
     lost_s = _event_times(telemetry, {"node_lost"})
-    returned_s = _event_times(telemetry, {"node_returned"})
     outages = list(silences)
-    for time_s in lost_s:
-        back = returned_s[returned_s > time_s]
-        end_s = float(back[0]) if back.size else telemetry.end_s
-        outages.append(_Outage(float(time_s), float(time_s), end_s, bool(back.size)))
+    # A node that left the Ray cluster until it returned, and one the campaign waited for until it joined late
+    # (or never did): either way its devices were out of the campaign for that while.
+    for gone, back in (("node_lost", "node_returned"), ("node_waiting", "node_joined")):
+        back_s = _event_times(telemetry, {back})
+        for time_s in _event_times(telemetry, {gone}):
+            later = back_s[back_s > time_s]
+            end_s = float(later[0]) if later.size else telemetry.end_s
+            outages.append(_Outage(float(time_s), float(time_s), end_s, bool(later.size)))
     if not outages:
         return None
     outages.sort(key=lambda outage: outage.start_s)
@@ -301,15 +304,16 @@ def _node_lost(telemetry: DeviceTelemetry, silences: list[_Outage]) -> Detection
         detected_s=min(outage.detected_s for outage in outages),
         last_seen_s=latest.end_s,
         explanation=(
-            f"Node {telemetry.node} went silent {_times(episodes)} from {format_utc(outages[0].start_s)}, longest "
-            f"{_duration(longest_s)} from {format_utc(longest.start_s)}; {status}: check the node's power, network "
-            "and kernel log."
+            f"Node {telemetry.node} went silent or out of the Ray cluster {_times(episodes)} from "
+            f"{format_utc(outages[0].start_s)}, longest {_duration(longest_s)} from {format_utc(longest.start_s)}; "
+            f"{status}: check the node's power, network, kernel log and `ray status`."
         ),
         evidence={
             "outages": episodes,
             "longest_silence_s": longest_s,
             "came_back": "yes" if came_back else "no",
             "node_lost_events": int(lost_s.size),
+            "node_waiting_events": int(_event_times(telemetry, {"node_waiting"}).size),
             "first_s": outages[0].start_s,
             "last_s": latest.end_s,
         },

@@ -179,6 +179,26 @@ def test_a_node_lost_event_and_the_silence_it_caused_are_one_outage() -> None:
     assert lost.evidence["outages"] == 1
 
 
+def test_a_node_whose_ray_worker_joined_late_is_out_of_the_campaign_until_it_joined() -> None:
+    # Its agent reported all along; its workers waited for its Ray node, which joined two hours in.
+    joined_s = WARMUP_END_S + 2 * HOUR_S
+    heartbeat_s = TIME_S[np.searchsorted(TIME_S, joined_s) :]
+    events = (event(START_S + 5.0, "node_waiting"), event(joined_s, "node_joined"))
+
+    lost = detect(telemetry(heartbeat_s, TIME_S, events))["node_lost"]
+
+    assert (lost.onset_s, lost.last_seen_s) == (START_S + 5.0, joined_s)
+    assert lost.evidence["came_back"] == "yes" and lost.evidence["node_waiting_events"] == 1
+    assert "out of the Ray cluster once" in lost.explanation
+
+
+def test_a_node_that_never_joined_is_still_out_at_the_end() -> None:
+    lost = detect(telemetry(TIME_S[:0], TIME_S, (event(START_S + 5.0, "node_waiting"),)))["node_lost"]
+
+    assert lost.evidence["came_back"] == "no"
+    assert "it has not come back" in lost.explanation
+
+
 def test_a_gap_in_which_the_agent_reported_dropping_telemetry_is_no_lost_node() -> None:
     quiet_from_s = START_S + 8 * HOUR_S
     times_s = without(TIME_S, quiet_from_s, quiet_from_s + 900.0)
