@@ -13,12 +13,18 @@ from typing import Any
 
 import httpx
 
-from agents.client import BatchInvalid, ControllerClient, ControllerRejected, UnknownToController
+from agents.client import (
+    BatchesUnsupported,
+    BatchInvalid,
+    ControllerClient,
+    ControllerRejected,
+    UnknownToController,
+)
 from agents.collectors.base import CollectContext, Collected, Collector
 from agents.config import AgentSettings
 from agents.exporter import DeliveryHealth, LatestValues, serve
 from agents.inbox import WorkerReport, pending_paths, read_reports
-from agents.spool import Outgoing, Spool, report_batch_id
+from agents.spool import Outgoing, Spool, Spooled, report_batch_id
 from soak.nodes.schemas import NodeIn
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,9 @@ class Agent:
         self._reachable = True
         self._last_push_s: float | None = None
         self._push_failures = 0
+        self._next_push_s = 0.0  # monotonic
+        # Lowered when the controller takes fewer per request (an older one, or tighter SOAK_MAX_* limits).
+        self._batches_per_push = settings.push_max_batches
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -150,7 +159,9 @@ class Agent:
             self.spool.append(outgoing, now_s=now_s)
         except sqlite3.Error:
             log.exception("could not spool this cycle's telemetry; worker reports stay in the inbox")
-        self._deliver(until_s=started_s + self.settings.interval_s)
+        if started_s >= self._next_push_s:
+            self._next_push_s = started_s + self.settings.push_interval_s
+            self._deliver(until_s=started_s + self.settings.interval_s)
         self.values.record_delivery(self.delivery_health())
 
     def delivery_health(self) -> DeliveryHealth:
@@ -206,19 +217,35 @@ class Agent:
         }
 
     def _deliver(self, *, until_s: float) -> None:
-        """Send spooled batches oldest first until the spool is empty, the controller is away, or time is up."""
-        while (batch := self.spool.head()) is not None:
+        """Send spooled batches oldest first, several per request, until the spool is empty, the controller is away,
+        or time is up."""
+        while batches := self.spool.oldest(max_batches=self._batches_per_push, max_bytes=self.settings.push_max_bytes):
             try:
                 if not self._registered:
                     self.client.register(self.settings.node_name, self.node_in())
                     self._registered = True
                     log.info("registered node %s", self.settings.node_name)
-                result = self.client.send(batch.payload_json)
+                if len(batches) == 1:
+                    results = [self.client.send(batches[0].payload_json)]
+                else:
+                    results = self.client.send_batches([batch.payload_json for batch in batches])
             except UnknownToController:
                 self._registered = False
+            except BatchesUnsupported:
+                log.info("the controller takes one batch per request; sending them one by one")
+                self._batches_per_push = 1
             except BatchInvalid as error:
-                log.error("controller refused a malformed batch; its reports are kept as .bad files: %s", error)
-                self.spool.set_aside(batch, into=self.settings.inbox_dir)
+                if len(batches) > 1:
+                    self._batches_per_push = max(1, len(batches) // 2)
+                    log.warning(
+                        "controller refused a request of %d batches (%s); sending at most %d per request",
+                        len(batches),
+                        error,
+                        self._batches_per_push,
+                    )
+                else:
+                    log.error("controller refused a malformed batch; its reports are kept as .bad files: %s", error)
+                    self.spool.set_aside(batches[0], into=self.settings.inbox_dir)
             except (httpx.HTTPError, ControllerRejected) as error:
                 self._push_failures += 1
                 if self._reachable:
@@ -226,12 +253,29 @@ class Agent:
                 self._reachable = False
                 return
             else:
-                self.spool.ack(batch)
-                self._last_push_s = time.time()
-                if not self._reachable:
-                    log.info("controller reachable again; delivering %d spooled batch(es)", self.spool.stats().batches)
-                self._reachable = True
-                for rejected in result.get("rejected", []):
-                    log.warning("controller rejected %s: %s", rejected.get("field"), rejected.get("problem"))
+                self._settle(batches, results)
             if time.monotonic() >= until_s:
                 return
+
+    def _settle(self, batches: list[Spooled], results: list[dict[str, Any]]) -> None:
+        """Acknowledge the batches the controller stored or had; set aside those it refused whole."""
+        stored = []
+        # A batch without an answer (none should be) stays spooled and goes again under its id.
+        for batch, result in zip(batches, results, strict=False):
+            refused = result.get("refused") or []
+            if refused:
+                log.error(
+                    "controller refused batch %s; its reports are kept as .bad files: %s",
+                    batch.batch_id,
+                    "; ".join(refused),
+                )
+                self.spool.set_aside(batch, into=self.settings.inbox_dir)
+                continue
+            stored.append(batch)
+            for rejected in result.get("rejected", []):
+                log.warning("controller rejected %s: %s", rejected.get("field"), rejected.get("problem"))
+        self.spool.ack(*stored)
+        self._last_push_s = time.time()
+        if not self._reachable:
+            log.info("controller reachable again; delivering %d spooled batch(es)", self.spool.stats().batches)
+        self._reachable = True

@@ -17,6 +17,10 @@ class BatchInvalid(ValueError):
     """The controller cannot use this batch at all (its envelope is malformed); retrying would not help."""
 
 
+class BatchesUnsupported(RuntimeError):
+    """The controller predates requests of several batches: send them one by one."""
+
+
 class UnknownToController(RuntimeError):
     """The controller does not know this node (e.g. a fresh database): register again."""
 
@@ -36,19 +40,32 @@ class ControllerClient:
 
     def send(self, batch_json: str) -> dict[str, Any]:
         """POST one batch, already JSON; raises httpx errors for the caller to retry later."""
-        response = self._http.post(
-            "/api/v1/telemetry", content=batch_json.encode(), headers={"Content-Type": "application/json"}
-        )
-        if response.status_code == 409:
-            raise UnknownToController(response.text)
-        if response.status_code in (413, 422):
-            raise BatchInvalid(response.text)
-        if response.status_code in (401, 403):
-            raise ControllerRejected(f"batch refused ({response.status_code}): {response.text}")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
+        result: dict[str, Any] = _answer(self._post("/api/v1/telemetry", batch_json))
         return result
+
+    def send_batches(self, batch_jsons: list[str]) -> list[dict[str, Any]]:
+        """POST several batches, each already JSON, in one request; one outcome per batch, in their order."""
+        response = self._post("/api/v1/telemetry/batches", '{"batches":[' + ",".join(batch_jsons) + "]}")
+        if response.status_code in (404, 405):
+            raise BatchesUnsupported(f"{response.status_code} for POST /api/v1/telemetry/batches")
+        results: list[dict[str, Any]] = _answer(response)["results"]
+        return results
+
+    def _post(self, path: str, body: str) -> httpx.Response:
+        return self._http.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+
+def _answer(response: httpx.Response) -> Any:
+    """The JSON of a telemetry answer, or the error that says what the agent should do about it."""
+    if response.status_code == 409:
+        raise UnknownToController(response.text)
+    if response.status_code in (413, 422):
+        raise BatchInvalid(response.text)
+    if response.status_code in (401, 403):
+        raise ControllerRejected(f"batch refused ({response.status_code}): {response.text}")
+    response.raise_for_status()
+    return response.json()

@@ -34,6 +34,17 @@ class AgentSettings(BaseSettings):
         description="disk the spool may use (batches and the report files they carry); past this the oldest go",
     )
 
+    push_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="how often the spool's batches are sent; 0: every interval (collection stays every interval_s)",
+    )
+    push_max_batches: int = Field(default=100, ge=1, le=1000, description="spooled batches one request carries")
+    push_max_bytes: int = Field(
+        default=4 << 20, ge=1024, description="JSON one request carries (a larger single batch still goes alone)"
+    )
+
     @property
     def node_dir(self) -> Path:
         """Where this node keeps its inbox, spool and simulated-device state."""

@@ -138,7 +138,8 @@ class _Depth:
 class Spool:
     """FIFO of batches at `path` (SQLite, WAL); carried report files live in `files_dir`.
 
-    Used by one thread at a time, which sends only the head and removes it only by `ack` or `set_aside`.
+    Used by one thread at a time, which sends the oldest batches (`oldest`) and removes them only by `ack` or
+    `set_aside`.
     """
 
     def __init__(self, path: Path, *, files_dir: Path, node: str, max_batches: int, max_bytes: int) -> None:
@@ -187,7 +188,7 @@ class Spool:
         change = _Depth()
         dropped = DropCounts()
         with self._transaction() as db:
-            # Only the head is ever sent, so whatever stands behind it now has never left the agent.
+            # A drop notice is only ever sent at the head (see oldest), so one behind it has never left the agent.
             (head_seq,) = db.execute("SELECT min(seq) FROM batch").fetchone()
             for batch in batches:
                 payload_json = json.dumps(batch.payload, separators=(",", ":"))
@@ -263,28 +264,55 @@ class Spool:
 
     def head(self) -> Spooled | None:
         """The oldest batch, or None when the spool is empty."""
-        row = self._db.execute(
-            "SELECT seq, batch_id, created_s, payload, size_bytes, drop_notice FROM batch ORDER BY seq LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return None
-        seq = int(row[0])
-        names = self._db.execute("SELECT name FROM report_file WHERE seq = ? ORDER BY name", (seq,))
-        return Spooled(
-            seq=seq,
-            batch_id=str(row[1]),
-            created_s=float(row[2]),
-            payload_json=str(row[3]),
-            size_bytes=int(row[4]),
-            drop_notice=bool(row[5]),
-            files=tuple(self.files_dir / name for (name,) in names),
-        )
+        oldest = self.oldest(max_batches=1, max_bytes=0)
+        return oldest[0] if oldest else None
 
-    def ack(self, batch: Spooled) -> None:
-        """The controller stored the batch: delete its report files, then the batch."""
-        for path in batch.files:
-            path.unlink(missing_ok=True)
-        self._remove(batch)
+    def oldest(self, *, max_batches: int, max_bytes: int) -> list[Spooled]:
+        """The oldest batches, up to max_batches and max_bytes of JSON together (the oldest one whatever its size).
+
+        A drop notice comes only first: one behind the head has never been sent, so it may still grow (see append).
+        """
+        cursor = self._db.execute(
+            "SELECT seq, batch_id, created_s, payload, size_bytes, drop_notice FROM batch ORDER BY seq LIMIT ?",
+            (max_batches,),
+        )
+        rows: list[tuple[Any, ...]] = []
+        payload_bytes = 0
+        for row in cursor:
+            payload_bytes += len(row[3])
+            if rows and (payload_bytes > max_bytes or row[5]):
+                break
+            rows.append(row)
+        cursor.close()
+        if not rows:
+            return []
+        files: dict[int, list[Path]] = {int(row[0]): [] for row in rows}
+        for start in range(0, len(rows), _QUERY_CHUNK):
+            seqs = [int(row[0]) for row in rows[start : start + _QUERY_CHUNK]]
+            marks = ",".join("?" * len(seqs))
+            for seq, name in self._db.execute(
+                f"SELECT seq, name FROM report_file WHERE seq IN ({marks}) ORDER BY name", seqs
+            ):
+                files[int(seq)].append(self.files_dir / name)
+        return [
+            Spooled(
+                seq=int(row[0]),
+                batch_id=str(row[1]),
+                created_s=float(row[2]),
+                payload_json=str(row[3]),
+                size_bytes=int(row[4]),
+                drop_notice=bool(row[5]),
+                files=tuple(files[int(row[0])]),
+            )
+            for row in rows
+        ]
+
+    def ack(self, *batches: Spooled) -> None:
+        """The controller stored (or already had) these batches: delete their report files, then the batches."""
+        for batch in batches:
+            for path in batch.files:
+                path.unlink(missing_ok=True)
+        self._remove(batches)
 
     def set_aside(self, batch: Spooled, *, into: Path) -> None:
         """The controller cannot use the batch: keep its report files in `into` as .bad files, drop the batch."""
@@ -292,7 +320,7 @@ class Spool:
         for path in batch.files:
             if path.exists():
                 os.replace(path, into / Path(path.name).with_suffix(".bad"))
-        self._remove(batch)
+        self._remove((batch,))
 
     def not_spooled(self, paths: Sequence[Path]) -> list[Path]:
         """The paths no spooled batch carries; a carried file still outside the spool is moved in now."""
@@ -335,12 +363,15 @@ class Spool:
             )
         return carried
 
-    def _remove(self, batch: Spooled) -> None:
-        if self._db.execute("DELETE FROM batch WHERE seq = ?", (batch.seq,)).rowcount == 0:
-            return
-        depth = self._notices if batch.drop_notice else self._telemetry
-        depth.batches -= 1
-        depth.size_bytes -= batch.size_bytes
+    def _remove(self, batches: Sequence[Spooled]) -> None:
+        with self._transaction() as db:
+            removed = [
+                batch for batch in batches if db.execute("DELETE FROM batch WHERE seq = ?", (batch.seq,)).rowcount
+            ]
+        for batch in removed:
+            depth = self._notices if batch.drop_notice else self._telemetry
+            depth.batches -= 1
+            depth.size_bytes -= batch.size_bytes
         if self._notices.batches + self._telemetry.batches == 0:
             (free_pages,) = self._db.execute("PRAGMA freelist_count").fetchone()
             if free_pages > _KEEP_FREE_PAGES:

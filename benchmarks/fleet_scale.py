@@ -1,11 +1,14 @@
 """A simulated fleet against one controller on Postgres: sustained ingest, controller CPU and memory, read latency.
 
     python benchmarks/fleet_scale.py [--nodes 100] [--processes 2] [--duration-s 60] [--reads-per-s 200]
+                                     [--push-every-s 1]
 
 Creates a fresh schema in the database `test` on 127.0.0.1:5432 and registers the nodes, each with 8 devices.
 The controller is served by uvicorn in a process of its own (no scheduler). Agent processes each simulate a share
-of the nodes as asyncio tasks: every second each node POSTs one batch (8 devices x 25 metrics) for one running
-campaign, and a batch that fails is sent again with the same id, as the agent's spool does. Meanwhile this
+of the nodes as asyncio tasks: every second each node collects one batch (8 devices x 25 metrics) for one running
+campaign; every --push-every-s seconds (each node at its own phase) it sends what it holds, one batch alone to
+POST /api/v1/telemetry, several (up to 100) in one request to POST /api/v1/telemetry/batches, as the agent does;
+a batch that fails is sent again with the same id, as the agent's spool does. Meanwhile this
 process sends GET requests to the read API (campaigns, that campaign's progress, findings and events, nodes; with
 --inventory the 800-device list too) at a fixed rate, open loop, and times each. Prints
 the ingest rate, the backlog left when the load stops, the controller's CPU (cores) and resident memory, read
@@ -17,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import platform
+import random
 import statistics
 import time
 import uuid
@@ -41,6 +46,7 @@ READ_PATHS = (
     "/api/v1/nodes",
 )
 INVENTORY_PATH = "/api/v1/devices"
+MAX_BATCHES_PER_PUSH = 100  # the agent's push_max_batches
 REQUEST_TIMEOUT_S = 10.0  # a read or push slower than this counts as failed (a push is retried)
 
 
@@ -56,34 +62,58 @@ def node_batch(node: str, campaign_id: int, time_s: float) -> tuple[str, bytes, 
     return batch_id, body, len(samples)
 
 
+async def push(client: aiohttp.ClientSession, bodies: list[bytes]) -> bool:
+    """Send batches in one request; True when the controller answered for every one of them."""
+    if len(bodies) == 1:
+        path, body = "/api/v1/telemetry", bodies[0]
+    else:
+        path, body = "/api/v1/telemetry/batches", b'{"batches":[' + b",".join(bodies) + b"]}"
+    try:
+        async with client.post(path, data=body) as response:
+            answer = await response.read()
+            if response.status != 200:
+                return False
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+    if len(bodies) == 1:
+        return True
+    results = json.loads(answer)["results"]
+    return len(results) == len(bodies) and not any(result["refused"] for result in results)
+
+
 async def simulate_node(
-    client: aiohttp.ClientSession, node: str, campaign_id: int, stop_s: float, tally: dict[str, int]
+    client: aiohttp.ClientSession,
+    node: str,
+    campaign_id: int,
+    stop_s: float,
+    push_every_s: float,
+    tally: dict[str, int],
 ) -> None:
-    """Produce a batch each second until stop_s, however delivery goes; deliver oldest first, retrying with its id."""
+    """Collect a batch each second until stop_s, however delivery goes; push every push_every_s, oldest first,
+    retrying with the same ids."""
     backlog: list[tuple[str, bytes, int]] = []
     next_s = time.time()
+    # Agents start at different moments, so their pushes spread over the interval.
+    next_push_s = next_s + random.uniform(0.0, push_every_s)
     while (now_s := time.time()) < stop_s:
         while next_s <= now_s:
             backlog.append(node_batch(node, campaign_id, next_s))
             tally["produced"] += backlog[-1][2]
             next_s += 1.0
-        while backlog:
-            _, body, samples = backlog[0]
-            try:
-                async with client.post("/api/v1/telemetry", data=body) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError):
-                tally["failures"] += 1
-                break
-            if status != 200:
-                tally["failures"] += 1
-                break
-            backlog.pop(0)
-            tally["acknowledged"] += samples
-            if time.time() >= next_s:
-                break
-        await asyncio.sleep(max(0.0, next_s - time.time()))
+        if now_s >= next_push_s:
+            while backlog:
+                chunk = backlog[:MAX_BATCHES_PER_PUSH]
+                if not await push(client, [body for _, body, _ in chunk]):
+                    tally["failures"] += 1
+                    break
+                del backlog[: len(chunk)]
+                tally["acknowledged"] += sum(samples for _, _, samples in chunk)
+                tally["requests"] += 1
+                if time.time() >= next_s:
+                    break
+            else:
+                next_push_s += push_every_s * math.ceil((time.time() - next_push_s) / push_every_s + 1e-9)
+        await asyncio.sleep(max(0.0, min(next_s, next_push_s) - time.time()))
     tally["backlog"] += sum(samples for _, _, samples in backlog)
 
 
@@ -97,13 +127,17 @@ def client_session(base_url: str, *, connections: int) -> aiohttp.ClientSession:
     )
 
 
-def agent_process(base_url: str, nodes: list[str], campaign_id: int, stop_s: float, results: Any) -> None:
+def agent_process(
+    base_url: str, nodes: list[str], campaign_id: int, stop_s: float, push_every_s: float, results: Any
+) -> None:
     """Many nodes' agents as tasks of one event loop."""
 
     async def main() -> dict[str, int]:
-        tally = {"produced": 0, "acknowledged": 0, "failures": 0, "backlog": 0}
+        tally = {"produced": 0, "acknowledged": 0, "failures": 0, "backlog": 0, "requests": 0}
         async with client_session(base_url, connections=len(nodes)) as client:
-            await asyncio.gather(*(simulate_node(client, node, campaign_id, stop_s, tally) for node in nodes))
+            await asyncio.gather(
+                *(simulate_node(client, node, campaign_id, stop_s, push_every_s, tally) for node in nodes)
+            )
         return tally
 
     results.put(asyncio.run(main()))
@@ -157,6 +191,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--reads-per-s", type=float, default=200.0)
     parser.add_argument("--inventory", action="store_true", help="also read the whole device list")
+    parser.add_argument(
+        "--push-every-s", type=float, default=1.0, help="how often each node sends what it collected (every second)"
+    )
     args = parser.parse_args()
     print(f"{platform.node()}: {psutil.cpu_count()} cores, Python {platform.python_version()}")
     # Other work on the machine competes for the same cores; the figures mean little without it.
@@ -180,7 +217,8 @@ def main() -> None:
             results = context.Queue()
             agents = [
                 context.Process(
-                    target=agent_process, args=(base_url, nodes[share :: args.processes], campaign_id, stop_s, results)
+                    target=agent_process,
+                    args=(base_url, nodes[share :: args.processes], campaign_id, stop_s, args.push_every_s, results),
                 )
                 for share in range(args.processes)
             ]
@@ -205,14 +243,19 @@ def main() -> None:
     acknowledged = sum(tally["acknowledged"] for tally in tallies)
     backlog = sum(tally["backlog"] for tally in tallies)
     failures = sum(tally["failures"] for tally in tallies)
+    requests = sum(tally["requests"] for tally in tallies)
     cores = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / wall_s
     every_ms = [latency for path_ms in latencies_ms.values() for latency in path_ms]
     quantiles = statistics.quantiles(every_ms, n=100)
     offered = args.nodes * DEVICES_PER_NODE * len(METRICS)
-    print(f"fleet: {args.nodes} nodes x {DEVICES_PER_NODE} devices x {len(METRICS)} metrics at 1 Hz")
+    print(
+        f"fleet: {args.nodes} nodes x {DEVICES_PER_NODE} devices x {len(METRICS)} metrics at 1 Hz, "
+        f"each pushing every {args.push_every_s:g} s"
+    )
     print(f"  offered {offered:,} samples/s; stored {stored_during / wall_s:,.0f} samples/s over {wall_s:.0f} s")
     print(f"  produced {produced:,}, acknowledged {acknowledged:,}, stored {stored:,}, backlog at stop {backlog:,}")
-    print(f"  failed pushes (retried) {failures}; lost = produced - backlog - stored = {produced - backlog - stored}")
+    print(f"  push requests {requests:,}, failed (retried) {failures}")
+    print(f"  lost = produced - backlog - stored = {produced - backlog - stored}")
     print(f"  controller: {cores:.2f} cores, {rss_bytes / 2**20:.0f} MiB resident")
     print(
         f"  reads at {args.reads_per_s:.0f}/s: {len(every_ms)} answered, p50 {quantiles[49]:.1f} ms, "

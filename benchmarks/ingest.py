@@ -1,6 +1,7 @@
 """How fast telemetry goes into Postgres: through the store (ingest()) and through the HTTP endpoint.
 
     python benchmarks/ingest.py [--agents 1,2,4] [--clients 4] [--batches 10] [--batch-samples 5000]
+                                [--request-batches 1]
 
 Creates a fresh schema in the database `test` on 127.0.0.1:5432, migrates it with Alembic (as the tests do) and
 drops it at the end. Prints, in order:
@@ -8,8 +9,8 @@ drops it at the end. Prints, in order:
      binary COPY into copies of the table without its foreign keys and without any index (where server time goes);
   2. sustained samples/s with N agents, each a process of its own calling ingest() on its own connection;
   3. the same through the real endpoint: the controller served by uvicorn on 127.0.0.1 in a process of its own,
-     agents POSTing batches with the token; then one request's time split into JSON parsing, batch validation,
-     ingest() and the rest (HTTP server and framework).
+     agents POSTing batches with the token (--request-batches of them per request); then one request's time
+     split into JSON parsing, batch validation, ingest() and the rest (HTTP server and framework).
 Each run counts the rows afterwards and prints lost = sent - stored. Measures; asserts nothing.
 """
 
@@ -249,17 +250,26 @@ def serve(url: str, port: int) -> None:
     uvicorn.run(create_app(settings, run_scheduler=False), host="127.0.0.1", port=port, log_level="warning")
 
 
-def http_agent(base_url: str, node: str, batches: int, batch_samples: int, start: Barrier, results: Any) -> None:
-    """One agent: its request bodies serialised first, then POSTed one after another with the token."""
-    bodies = [json.dumps(batch_body(node, index, batch_samples)).encode() for index in range(batches)]
+def http_agent(
+    base_url: str, node: str, batches: int, batch_samples: int, per_request: int, start: Barrier, results: Any
+) -> None:
+    """One agent: its request bodies serialised first (per_request batches each), then POSTed one after another."""
+    each = [batch_body(node, index, batch_samples) for index in range(batches)]
+    if per_request == 1:
+        path, bodies = "/api/v1/telemetry", [json.dumps(batch).encode() for batch in each]
+    else:
+        groups = [each[first : first + per_request] for first in range(0, batches, per_request)]
+        path, bodies = "/api/v1/telemetry/batches", [json.dumps({"batches": group}).encode() for group in groups]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     stored = 0
     with httpx.Client(base_url=base_url, headers=headers, timeout=120) as client:
         start.wait()
         for body in bodies:
-            response = client.post("/api/v1/telemetry", content=body)
+            response = client.post(path, content=body)
             if response.status_code == 200:
-                stored += int(response.json()["samples_stored"])
+                answer = response.json()
+                outcomes = answer["results"] if per_request > 1 else [answer]
+                stored += sum(int(outcome["samples_stored"]) for outcome in outcomes)
     results.put((batches * batch_samples, stored, time.perf_counter()))
 
 
@@ -332,14 +342,17 @@ def split_request(url: str, base_url: str, node: str, batch_samples: int) -> Non
         print(f"   {name:40s} {seconds / SPLIT_BATCHES * 1000:7.1f} ms  ({seconds / request_s:5.1%})")
 
 
-def through_http(url: str, clients: int, batches: int, batch_samples: int) -> None:
+def through_http(url: str, clients: int, batches: int, batch_samples: int, per_request: int) -> None:
     """Sustained samples/s through POST /api/v1/telemetry with concurrent agents, then one request split."""
-    print(f"\n3. through the endpoint: {clients} agents each POSTing {batches} batches of {batch_samples:,} samples:")
+    print(
+        f"\n3. through the endpoint: {clients} agents each POSTing {batches} batches of {batch_samples:,} samples, "
+        f"{per_request} per request:"
+    )
     nodes = [f"http-{index}" for index in range(clients)]
     node_ids = register(url, [*nodes, "http-split"])
     with controller(url) as base_url:
         sent, acknowledged, elapsed_s = run_agents(
-            http_agent, [(base_url, node, batches, batch_samples) for node in nodes]
+            http_agent, [(base_url, node, batches, batch_samples, per_request) for node in nodes]
         )
         counted = stored_samples(url, [node_ids[node] for node in nodes])
         print(
@@ -357,6 +370,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="batches each agent sends")
     parser.add_argument("--batch-samples", type=int, default=5000)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--request-batches", type=int, default=1, help="batches per request in the HTTP run (several: /batches)"
+    )
     args = parser.parse_args()
     with psycopg.connect(DSN) as connection:
         server_version = connection.execute("SHOW server_version").fetchone()
@@ -368,7 +384,7 @@ def main() -> None:
         writer_paths(url, node_id)
         through_store(url, [int(count) for count in args.agents.split(",")], args.batches, args.batch_samples)
         if not args.skip_http:
-            through_http(url, args.clients, args.batches, args.batch_samples)
+            through_http(url, args.clients, args.batches, args.batch_samples, args.request_batches)
 
 
 if __name__ == "__main__":

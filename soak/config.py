@@ -30,8 +30,21 @@ class Settings(BaseSettings):
         default_factory=list, description="browser origins allowed to call the API; none (CORS closed) by default"
     )
     max_body_bytes: int = Field(default=32 << 20, ge=1024, description="larger request bodies are answered 413")
-    max_batch_samples: int = Field(default=200_000, ge=1, description="samples one telemetry batch may carry")
-    max_batch_events: int = Field(default=20_000, ge=1, description="events one telemetry batch may carry")
+    max_concurrent_requests: int = Field(
+        default=24,
+        ge=1,
+        le=30,
+        description="requests worked on at once (the rest wait their turn); under the database pool's 30 connections",
+    )
+    max_batch_samples: int = Field(
+        default=200_000, ge=1, description="samples one telemetry batch (or request) may carry"
+    )
+    max_batch_events: int = Field(default=20_000, ge=1, description="events one telemetry batch (or request) may carry")
+    max_request_batches: int = Field(
+        default=1000,
+        ge=1,
+        description="telemetry batches one request may carry; their items together count against the batch limits",
+    )
     max_metrics_per_node: int = Field(
         default=2000, ge=1, description="distinct metric names a node may send; samples of further names are refused"
     )

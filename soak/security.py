@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from soak.admission import AdmissionLimit
 from soak.auth.service import has_operator_token
 from soak.config import Settings
 from soak.plan import field_path
@@ -125,6 +126,8 @@ def guard_app(app: FastAPI, settings: Settings) -> None:
                 )
     app.state.ingest_guard = IngestGuard.from_settings(settings)
     app.add_middleware(RequestBodyGuard, max_body_bytes=settings.max_body_bytes)
+    # Outside the body guard: a request waiting its turn has read nothing and holds no thread or connection.
+    app.add_middleware(AdmissionLimit, max_requests=settings.max_concurrent_requests)
     if settings.cors_origins:
         # Bearer tokens travel in a header, never in cookies: no credentials mode.
         app.add_middleware(

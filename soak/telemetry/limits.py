@@ -28,6 +28,7 @@ class IngestGuard:
 
     max_batch_samples: int
     max_batch_events: int
+    max_request_batches: int
     max_metrics_per_node: int
     max_age_s: float
     max_ahead_s: float
@@ -40,25 +41,36 @@ class IngestGuard:
         return cls(
             max_batch_samples=settings.max_batch_samples,
             max_batch_events=settings.max_batch_events,
+            max_request_batches=settings.max_request_batches,
             max_metrics_per_node=settings.max_metrics_per_node,
             max_age_s=settings.max_sample_age_s,
             max_ahead_s=settings.max_clock_ahead_s,
         )
 
-    def count_problems(self, *, samples: int, events: int) -> list[str]:
-        """Why a batch is too large to take at all (each line names its field)."""
+    def count_problems(self, *, samples: int, events: int, holder: str = "batch") -> list[str]:
+        """Why a batch (or a request, over all its batches) is too large to take at all (each line names its field)."""
+        fix = "send smaller batches" if holder == "batch" else "send fewer batches per request"
         problems = []
         if samples > self.max_batch_samples:
             problems.append(
-                f"samples: {samples} items; a batch holds at most {self.max_batch_samples} "
-                "(SOAK_MAX_BATCH_SAMPLES): send smaller batches"
+                f"samples: {samples} items; a {holder} holds at most {self.max_batch_samples} "
+                f"(SOAK_MAX_BATCH_SAMPLES): {fix}"
             )
         if events > self.max_batch_events:
             problems.append(
-                f"events: {events} items; a batch holds at most {self.max_batch_events} "
-                "(SOAK_MAX_BATCH_EVENTS): send smaller batches"
+                f"events: {events} items; a {holder} holds at most {self.max_batch_events} "
+                f"(SOAK_MAX_BATCH_EVENTS): {fix}"
             )
         return problems
+
+    def request_problems(self, *, batches: int) -> list[str]:
+        """Why a request carries too many batches to take any (its items count against the batch limits too)."""
+        if batches > self.max_request_batches:
+            return [
+                f"batches: {batches} batches; a request holds at most {self.max_request_batches} "
+                "(SOAK_MAX_REQUEST_BATCHES): send fewer per request"
+            ]
+        return []
 
     def time_problem(self, time_s: float, now_s: float) -> str | None:
         """Why a time is outside what the controller accepts: a wrong clock, or milliseconds given as seconds."""

@@ -59,6 +59,16 @@ class TelemetryBatch(BaseModel):
     events: list[Any] = Field(default_factory=list, description="EventIn items")
 
 
+class TelemetryBatches(BaseModel):
+    """Several batches in one request (cycles pushed together, a spool's backlog): each is stored once by its id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Checked one by one in ingest, so that one malformed batch is refused alone; count: SOAK_MAX_REQUEST_BATCHES,
+    # items over all of them: SOAK_MAX_BATCH_SAMPLES and SOAK_MAX_BATCH_EVENTS.
+    batches: list[Any] = Field(min_length=1, description="TelemetryBatch items, oldest first")
+
+
 class Rejected(BaseModel):
     """An item of a batch that was not stored: its position in `samples` or `events`, the field, and why."""
 
@@ -75,3 +85,23 @@ class IngestResult(BaseModel):
     samples_stored: int
     events_stored: int
     rejected: list[Rejected]
+
+
+class BatchOutcome(BaseModel):
+    """What became of one batch of a request: stored (with its rejected items), a duplicate, or refused whole."""
+
+    batch_id: str | None = Field(description="None when the batch has no valid batch_id")
+    duplicate: bool = False
+    samples_stored: int = 0
+    events_stored: int = 0
+    rejected: list[Rejected] = Field(default_factory=list)
+    refused: list[str] = Field(
+        default_factory=list,
+        description="why nothing of this batch was stored, each naming its field; the agent must not resend it",
+    )
+
+
+class IngestResults(BaseModel):
+    """One outcome per batch of a request, in the request's order."""
+
+    results: list[BatchOutcome]

@@ -287,6 +287,71 @@ def test_a_full_spool_drops_the_oldest_and_the_controller_is_told(controller: Co
     assert "dropped the oldest 4 batch(es) (4 samples, 0 events)" in notices[0].message
 
 
+def sequence_values(controller: Controller) -> list[float]:
+    """The values of test.sequence the controller stored, in order."""
+    engine = make_engine(controller.database_url)
+    with Session(engine) as session:
+        values = list(session.scalars(select(Sample.value).where(Sample.metric == "test.sequence").order_by(Sample.id)))
+    engine.dispose()
+    return values
+
+
+def test_a_backlog_drains_in_requests_of_several_batches_each_stored_once(
+    controller: Controller, tmp_path: Path
+) -> None:
+    # An interval this short leaves time for one request per cycle: what one cycle delivers, one request carried.
+    settings = AgentSettings(
+        controller_url=controller.url,
+        api_token=TOKEN,
+        node_name="n1",
+        data_dir=tmp_path / "node",
+        interval_s=0.001,
+        push_max_batches=4,
+    )
+    agent = Agent(settings, collectors=[SequenceCollector()])
+    now_s = time.time()
+    depths = []
+    try:
+        for second in range(10):
+            agent.cycle(now_s + second)
+        controller.start()
+        for second in range(10, 14):
+            agent.cycle(now_s + second)
+            depths.append(agent.spool.stats().batches)
+    finally:
+        agent.close()
+
+    # Each cycle adds a batch and one request takes four: 11 - 4, then 3 fewer a cycle.
+    assert depths == [7, 4, 1, 0]
+    assert sequence_values(controller) == [float(value) for value in range(14)]
+
+
+def test_an_agent_sends_fewer_batches_per_request_when_the_controller_takes_fewer(
+    controller: Controller, tmp_path: Path
+) -> None:
+    controller.settings = controller.settings.model_copy(update={"max_request_batches": 2})
+    settings = AgentSettings(
+        controller_url=controller.url, api_token=TOKEN, node_name="n1", data_dir=tmp_path / "node", push_max_batches=8
+    )
+    agent = Agent(settings, collectors=[SequenceCollector()])
+    now_s = time.time()
+    try:
+        for second in range(8):
+            agent.cycle(now_s + second)
+        controller.start()
+        for second in range(8, 20):
+            agent.cycle(now_s + second)
+            if agent.spool.stats().batches == 0:
+                break
+        spool_batches = agent.spool.stats().batches
+    finally:
+        agent.close()
+
+    assert spool_batches == 0
+    assert sorted(sequence_values(controller)) == [float(value) for value in range(second + 1)]
+    assert list(settings.inbox_dir.glob("*.bad")) == []
+
+
 def test_the_agent_registers_again_when_the_controller_forgets_it(
     controller: Controller, agent: Agent, tmp_path: Path
 ) -> None:

@@ -67,6 +67,23 @@ def test_telemetry_forged_for_another_node_is_refused_audited_and_logged(
     assert any("refused POST /api/v1/telemetry" in record.getMessage() for record in caplog.records)
 
 
+def test_a_batch_for_another_node_among_its_own_refuses_the_whole_request(
+    registered: TestClient, tokens: dict[str, str]
+) -> None:
+    own, forged = batch("node-a"), batch("node-b", value=999.0)
+
+    response = registered.post(
+        "/api/v1/telemetry/batches", json={"batches": [own, forged]}, headers=bearer(tokens["agent-a"])
+    )
+
+    assert response.status_code == 403 and "node-b" in response.json()["detail"]
+    # Nothing of the request was stored: the node's own batch goes through when sent again alone.
+    again = registered.post("/api/v1/telemetry", json=own, headers=bearer(tokens["agent-a"]))
+    assert again.json()["samples_stored"] == 1 and not again.json()["duplicate"]
+    [entry] = [e for e in audit(registered, tokens) if e["outcome"] == "refused"]
+    assert entry["action"] == "POST /api/v1/telemetry/batches"
+
+
 def test_an_agent_cannot_register_another_node_or_stop_a_campaign(
     registered: TestClient,
     tokens: dict[str, str],

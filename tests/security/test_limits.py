@@ -97,6 +97,25 @@ def test_a_batch_with_too_many_items_is_refused_whole_and_its_id_stays_free(
     assert smaller.json()["samples_stored"] == 2
 
 
+def test_a_request_of_too_many_batches_or_items_is_refused_whole(
+    make_client: MakeClient, agent_a: dict[str, str], node_payload: Callable[..., dict[str, Any]]
+) -> None:
+    client = make_client(max_request_batches=2, max_batch_samples=3)
+    register(client, agent_a, node_payload)
+
+    def request(*sizes: int) -> httpx.Response:
+        batches = [{"batch_id": uuid.uuid4().hex, "node": "node-a", "samples": [sample()] * size} for size in sizes]
+        return client.post("/api/v1/telemetry/batches", json={"batches": batches}, headers=agent_a)
+
+    too_many_batches, too_many_samples, fits = request(1, 1, 1), request(2, 2), request(1, 2)
+
+    assert too_many_batches.status_code == 422 and "SOAK_MAX_REQUEST_BATCHES" in too_many_batches.text
+    assert too_many_batches.json()["detail"].startswith("batches: 3 batches")
+    assert too_many_samples.status_code == 422
+    assert too_many_samples.json()["detail"].startswith("samples: 4 items; a request holds at most 3")
+    assert [result["samples_stored"] for result in fits.json()["results"]] == [1, 2]
+
+
 def test_a_mixed_batch_stores_every_valid_item_and_names_each_refused_one(
     make_client: MakeClient, agent_a: dict[str, str], node_payload: Callable[..., dict[str, Any]]
 ) -> None:

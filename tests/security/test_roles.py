@@ -35,6 +35,7 @@ RULES = {
     ("DELETE", "/api/v1/tokens/{token_id}"): "operator",
     ("PUT", "/api/v1/nodes/{name}"): "agent",
     ("POST", "/api/v1/telemetry"): "agent",
+    ("POST", "/api/v1/telemetry/batches"): "agent",
 }
 KINDS = [None, "operator", "viewer", "agent-a", "agent-b", "revoked", "expired", "forged"]
 ALLOWED = {
@@ -47,6 +48,7 @@ PATH_VALUES = {"campaign_id": "1", "command": "stop", "name": "node-a", "token_i
 BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/v1/nodes/{name}"): {"hostname": "a", "inbox_dir": "/in", "sim_state_dir": "/sim"},
     ("POST", "/api/v1/telemetry"): {"batch_id": "batch-0001", "node": "node-a"},
+    ("POST", "/api/v1/telemetry/batches"): {"batches": [{"batch_id": "batch-0002", "node": "node-a"}]},
     ("POST", "/api/v1/tokens"): {"name": "new", "role": "viewer"},
     ("POST", "/api/v1/campaigns"): {"name": "not a whole plan"},
 }
