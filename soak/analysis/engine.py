@@ -9,7 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from soak.analysis.detectors import detect_device, detect_fleet
-from soak.analysis.telemetry import DeviceTelemetry, EventRecord
+from soak.analysis.leak import BLOCK_S as LEAK_BLOCK_S
+from soak.analysis.minute_series import BUCKET_S, minute_series
+from soak.analysis.series import Series
+from soak.analysis.telemetry import DeviceTelemetry, EventRecord, campaign_block_s
 from soak.campaigns.models import WorkloadRun
 from soak.findings.service import upsert_finding
 from soak.nodes.models import Device, Node
@@ -62,6 +65,22 @@ def _events_by_device(
     return grouped
 
 
+def shortest_block_s(plan: Plan) -> float:
+    """The shortest block any detector judges this campaign on (leak, drift and stack-change blocks, scaled)."""
+    full_scale_s = min(LEAK_BLOCK_S, plan.acceptance.throughput.block_s, plan.acceptance.stack_change.block_s)
+    planned_span_s = max((plan.duration - plan.warmup).total_seconds(), 0.0)
+    return campaign_block_s(
+        full_scale_s, planned_span_s=planned_span_s, sample_interval_s=plan.sample_interval.total_seconds()
+    )
+
+
+def reads_rollups(plan: Plan) -> bool:
+    """Whether detection reads the campaign from minute rollups: when its blocks span whole minutes (campaigns
+    planned for about a day or more) and a minute holds several samples. Shorter campaigns judge blocks of
+    seconds, which only raw samples resolve."""
+    return shortest_block_s(plan) >= BUCKET_S and plan.sample_interval.total_seconds() < BUCKET_S
+
+
 def load_fleet(
     *, session: Session, campaign_id: int, plan: Plan, start_s: float, end_s: float
 ) -> list[DeviceTelemetry]:
@@ -70,6 +89,13 @@ def load_fleet(
     statement = select(Device, Node).join(Node, Device.node_id == Node.id).where(Device.id.in_(device_ids))
     devices = [(device, node) for device, node in session.execute(statement.order_by(Device.name))]
     events = _events_by_device(session, campaign_id, devices)
+
+    def stored_series(device_id: int) -> dict[str, Series]:
+        if reads_rollups(plan):
+            # Each metric from the source its detectors need: soak/analysis/minute_series.py says which and why.
+            return minute_series(session=session, campaign_id=campaign_id, device_id=device_id)
+        return telemetry.device_series(session=session, campaign_id=campaign_id, device_id=device_id)
+
     return [
         DeviceTelemetry(
             device=device.name,
@@ -81,7 +107,7 @@ def load_fleet(
             warmup_end_s=start_s + plan.warmup.total_seconds(),
             end_s=end_s,
             sample_interval_s=plan.sample_interval.total_seconds(),
-            series=telemetry.device_series(session=session, campaign_id=campaign_id, device_id=device.id),
+            series=stored_series(device.id),
             events=events.get(device.id, []),
             steady_windows=_steady_windows(session, campaign_id, device.id, plan, end_s),
             planned_end_s=start_s + plan.duration.total_seconds(),
