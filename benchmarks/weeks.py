@@ -173,7 +173,7 @@ def detection_pass(session: Session, *, days: float, devices: int) -> DetectionP
     spec = FleetSpec(seed=0, devices=devices, devices_per_node=devices, days=days, sample_interval_s=1.0)
     for day_start_s in range(int(spec.start_s) - int(spec.start_s) % DAY_S, int(spec.end_s), DAY_S):
         create_daily_partition(session=session, day_start_s=day_start_s)
-    session.commit()
+        session.commit()
     store_s = timed(lambda: store_fleet(session=session, spec=spec, name="sim-days"))
     campaign_id = session.scalars(text("SELECT id FROM campaign WHERE name = 'sim-days'")).one()
     plan = parse_plan(session.scalars(text("SELECT plan FROM campaign WHERE id = :id"), {"id": campaign_id}).one())

@@ -263,7 +263,7 @@ def device_minute_buckets(*, session: Session, campaign_id: int, device_id: int)
     rows = _with_rollups_settled(session=session, read=merged_past)
     if not rows:
         return {}
-    columns = np.array(rows, dtype=np.float64).T
+    columns = _columns(rows)
     metric_ids = columns[0].astype(np.int64)
     names = dict(
         session.execute(select(MetricName.id, MetricName.name).where(MetricName.id.in_(set(metric_ids.tolist())))).all()
@@ -306,7 +306,7 @@ def device_samples_within(
         rows.extend(session.execute(statement).all())
     if not rows:
         return {}
-    columns = np.array(rows, dtype=np.float64).T
+    columns = _columns(rows)
     order = np.lexsort((columns[1], columns[0]))
     metric_ids, time_s, values = columns[0, order].astype(np.int64), columns[1, order], columns[2, order]
     cuts = np.flatnonzero(np.diff(metric_ids)) + 1
@@ -314,3 +314,9 @@ def device_samples_within(
         int(metric_ids[part[0]]): Series(time_s[part], values[part])
         for part in np.split(np.arange(metric_ids.size), cuts)
     }
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> npt.NDArray[np.float64]:
+    """Rows as one float array per column; unpacked as plain tuples, since numpy probes a Row for array protocols
+    attribute by attribute, each probe a caught exception, which costs more than the query."""
+    return np.array(list(zip(*rows, strict=True)), dtype=np.float64)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from soak.analysis.detectors import detect_device, detect_fleet
-from soak.analysis.engine import load_fleet, reads_rollups, shortest_block_s
+from soak.analysis.engine import load_fleet, reads_rollups, run_detection, shortest_block_s
 from soak.analysis.minute_series import minute_series
 from soak.analysis.series import Detection, Series
 from soak.analysis.sim.spec import FleetSpec
@@ -166,6 +166,9 @@ def test_rollup_backed_detection_finds_what_the_raw_samples_show(session: Sessio
     block_s = shortest_block_s(plan)
     for minutes_detection, raw_detection in zip(found_minutes, found_raw, strict=True):
         assert abs(minutes_detection.onset_s - raw_detection.onset_s) <= block_s, identity(raw_detection)
+    # The controller's pass reads and judges one device at a time, keeping only throughput for the peers.
+    held = run_detection(session=session, campaign_id=campaign.id, plan=plan, start_s=SPEC.start_s, end_s=SPEC.end_s)
+    assert held == len(found_minutes)
 
 
 @pytest.mark.parametrize(
