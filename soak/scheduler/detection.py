@@ -57,15 +57,16 @@ class DetectionThread:
         """Begin passing: the first pass one interval after the start."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Start no further pass; one in progress finishes (its transaction commits or rolls back whole)."""
+    def stop(self, *, wait: bool = False) -> None:
+        """Start no further pass; one in progress finishes (its transaction commits or rolls back whole), and with
+        wait, before this returns."""
         self._stop.set()
+        if wait and self._thread.is_alive():
+            self._thread.join()
 
     def finish(self) -> bool:
         """Stop the thread, wait for its pass in progress, then run the final pass; whether it succeeded."""
-        self.stop()
-        if self._thread.is_alive():
-            self._thread.join()
+        self.stop(wait=True)
         for attempt in range(1, FINAL_ATTEMPTS + 1):
             if self.run_pass():
                 return True

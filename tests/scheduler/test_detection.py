@@ -59,7 +59,7 @@ def test_passes_run_on_their_own_thread_and_a_failed_one_is_retried(
             # Nobody calls a pass: the thread's next one stores the findings again.
             wait_for(lambda: findings_after(session, campaign.id) > 0, "pass of the thread")
     finally:
-        detection.stop()
+        detection.stop(wait=True)
         engine.dispose()
 
 
