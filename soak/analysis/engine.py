@@ -79,7 +79,7 @@ def shortest_block_s(plan: Plan) -> float:
 
 def reads_rollups(plan: Plan) -> bool:
     """Whether detection reads the campaign from minute rollups: when its blocks span whole minutes (campaigns
-    planned for about a day or more) and a minute holds several samples. Shorter campaigns judge blocks of
+    planned to run 4.8 h or more after warm-up) and a minute holds several samples. Shorter campaigns judge blocks of
     seconds, which only raw samples resolve."""
     return shortest_block_s(plan) >= BUCKET_S and plan.sample_interval.total_seconds() < BUCKET_S
 
