@@ -13,13 +13,19 @@ controller would have left them (raw older than the retention is retired once ro
   3. binary COPY into the partitioned sample table (docs/benchmarks.md: 78 k rows/s into the table with foreign
      keys, before partitioning);
   4. disk per device-day: raw partitions and rollup tables, with pg_total_relation_size;
-  5. the detectors' read of one device's raw samples (device_series, what each detection pass loads).
+  5. the detectors' read of one device's raw samples (device_series, what each detection pass loaded before
+     detection read minute rollups);
+  6. one detection pass over a campaign of the fleet simulator (--detect-days at 1 Hz, --detect-devices, faults
+     injected), stored raw and rolled up as the controller leaves it: run_detection, which reads minute rollups
+     for a campaign of days, against the same pass on every raw sample (the read before), per device-day and
+     extrapolated to 14 days of 16 devices.
 Prints a Markdown table; measures, asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -28,7 +34,12 @@ from postgres_schema import fresh_schema
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from soak.analysis.engine import detect_and_store, load_fleet, run_detection
+from soak.analysis.sim.spec import FleetSpec
+from soak.analysis.sim.store import store_fleet
+from soak.analysis.telemetry import DeviceTelemetry
 from soak.db import make_engine, session_factory
+from soak.plan import parse_plan
 from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.partitions import DAY_S, create_daily_partition
 from soak.telemetry.series import SeriesOut, read_series
@@ -143,6 +154,76 @@ def copy_rate_rows_per_s(session: Session, *, campaign_id: int, day: int, rows: 
     return statistics.median(rates)
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectionPass:
+    """Seconds of one detection pass over a stored campaign, read from minute rollups and from raw samples."""
+
+    device_days: float
+    samples: int
+    store_s: float
+    minutes_read_s: float
+    minutes_pass_s: float
+    raw_read_s: float
+    raw_detect_s: float
+    findings: int
+
+
+def detection_pass(session: Session, *, days: float, devices: int) -> DetectionPass:
+    """Store a simulated campaign at 1 Hz (raw, rolled up), then time a pass on its rollups and one on raw samples."""
+    spec = FleetSpec(seed=0, devices=devices, devices_per_node=devices, days=days, sample_interval_s=1.0)
+    for day_start_s in range(int(spec.start_s) - int(spec.start_s) % DAY_S, int(spec.end_s), DAY_S):
+        create_daily_partition(session=session, day_start_s=day_start_s)
+        session.commit()
+    store_s = timed(lambda: store_fleet(session=session, spec=spec, name="sim-days"))
+    campaign_id = session.scalars(text("SELECT id FROM campaign WHERE name = 'sim-days'")).one()
+    plan = parse_plan(session.scalars(text("SELECT plan FROM campaign WHERE id = :id"), {"id": campaign_id}).one())
+    samples = session.scalars(text("SELECT count(*) FROM sample WHERE campaign_id = :id"), {"id": campaign_id}).one()
+    session.execute(text("ANALYZE"))
+    session.commit()
+    fleet: list[DeviceTelemetry] = []
+    minutes_read_s = timed(
+        lambda: fleet.extend(
+            load_fleet(session=session, campaign_id=campaign_id, plan=plan, start_s=spec.start_s, end_s=spec.end_s)
+        )
+    )
+    findings = 0
+
+    def new_pass() -> None:
+        nonlocal findings
+        findings = run_detection(
+            session=session, campaign_id=campaign_id, plan=plan, start_s=spec.start_s, end_s=spec.end_s
+        )
+        session.commit()
+
+    minutes_pass_s = timed(new_pass)
+    ids = {name: device_id for name, device_id in session.execute(text("SELECT name, id FROM device"))}
+    raw_fleet: list[DeviceTelemetry] = []
+    raw_read_s = timed(
+        lambda: raw_fleet.extend(
+            dataclasses.replace(
+                device, series=device_series(session=session, campaign_id=campaign_id, device_id=ids[device.device])
+            )
+            for device in fleet
+        )
+    )
+    raw_detect_s = timed(
+        lambda: (
+            detect_and_store(session=session, campaign_id=campaign_id, fleet=raw_fleet, acceptance=plan.acceptance),
+            session.commit(),
+        )
+    )
+    return DetectionPass(
+        device_days=devices * days,
+        samples=int(samples),
+        store_s=store_s,
+        minutes_read_s=minutes_read_s,
+        minutes_pass_s=minutes_pass_s,
+        raw_read_s=raw_read_s,
+        raw_detect_s=raw_detect_s,
+        findings=findings,
+    )
+
+
 def megabytes(session: Session, relations: str) -> float:
     """MB on disk (tables, indexes, TOAST) of the relations a WHERE clause on pg_class names."""
     size_bytes = session.scalars(
@@ -160,6 +241,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=16)
     parser.add_argument("--metrics", type=int, default=25)
     parser.add_argument("--copy-rows", type=int, default=200_000, help="rows per COPY round")
+    # Two devices for two days at 1 Hz: 11 M raw samples, about five minutes to simulate, store and roll up here.
+    parser.add_argument("--detect-days", type=float, default=2.0, help="days of the simulated campaign detected")
+    parser.add_argument("--detect-devices", type=int, default=2, help="devices of the simulated campaign detected")
     arguments = parser.parse_args()
 
     with fresh_schema() as url:
@@ -220,6 +304,7 @@ def main() -> None:
             copy_rate = copy_rate_rows_per_s(
                 session, campaign_id=campaign_id, day=arguments.days - 1, rows=arguments.copy_rows
             )
+            detection = detection_pass(session, days=arguments.detect_days, devices=arguments.detect_devices)
         engine.dispose()
 
     device_days_raw = arguments.devices * arguments.raw_days
@@ -267,6 +352,25 @@ def main() -> None:
         f"| disk, rollups 1 m + 1 h | {rollup_mb / device_days:.1f} MB per device-day; "
         f"{rollup_mb / 1e3:.2f} GB for the campaign | - |"
     )
+    fleet_device_days = 14 * 16
+    per_device_day = {
+        "minute rollups (run_detection)": (detection.minutes_read_s, detection.minutes_pass_s),
+        "raw samples (before)": (detection.raw_read_s, detection.raw_read_s + detection.raw_detect_s),
+    }
+    print()
+    print(
+        f"Detection pass over the fleet simulator's campaign: {arguments.detect_devices} device(s) x "
+        f"{arguments.detect_days:g} days at 1 Hz, faults injected, {detection.samples:,} raw samples stored and "
+        f"rolled up in {detection.store_s:.0f} s; {detection.findings} detections."
+    )
+    print()
+    print("| pass reads | read, per device-day | whole pass, per device-day | whole pass, 14 days x 16 devices |")
+    print("|---|---|---|---|")
+    for source, (read_s, pass_s) in per_device_day.items():
+        print(
+            f"| {source} | {read_s / detection.device_days:.2f} s | {pass_s / detection.device_days:.2f} s "
+            f"| {pass_s / detection.device_days * fleet_device_days / 60:.1f} min |"
+        )
 
 
 if __name__ == "__main__":

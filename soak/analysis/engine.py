@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from soak.analysis.detectors import detect_device, detect_fleet
-from soak.analysis.telemetry import DeviceTelemetry, EventRecord
+from soak.analysis.drift import THROUGHPUT_PREFIX
+from soak.analysis.leak import BLOCK_S as LEAK_BLOCK_S
+from soak.analysis.minute_series import BUCKET_S, minute_series
+from soak.analysis.series import Detection, Series
+from soak.analysis.telemetry import DeviceTelemetry, EventRecord, campaign_block_s
 from soak.campaigns.models import WorkloadRun
 from soak.findings.service import upsert_finding
 from soak.nodes.models import Device, Node
@@ -62,16 +68,39 @@ def _events_by_device(
     return grouped
 
 
-def load_fleet(
+def shortest_block_s(plan: Plan) -> float:
+    """The shortest block any detector judges this campaign on (leak, drift and stack-change blocks, scaled)."""
+    full_scale_s = min(LEAK_BLOCK_S, plan.acceptance.throughput.block_s, plan.acceptance.stack_change.block_s)
+    planned_span_s = max((plan.duration - plan.warmup).total_seconds(), 0.0)
+    return campaign_block_s(
+        full_scale_s, planned_span_s=planned_span_s, sample_interval_s=plan.sample_interval.total_seconds()
+    )
+
+
+def reads_rollups(plan: Plan) -> bool:
+    """Whether detection reads the campaign from minute rollups: when its blocks span whole minutes (campaigns
+    planned to run 4.8 h or more after warm-up) and a minute holds several samples. Shorter campaigns judge blocks of
+    seconds, which only raw samples resolve."""
+    return shortest_block_s(plan) >= BUCKET_S and plan.sample_interval.total_seconds() < BUCKET_S
+
+
+def fleet_telemetry(
     *, session: Session, campaign_id: int, plan: Plan, start_s: float, end_s: float
-) -> list[DeviceTelemetry]:
-    """Every device that ran in the campaign, as the detectors read it."""
+) -> Iterator[DeviceTelemetry]:
+    """Every device that ran in the campaign, as the detectors read it, read one at a time."""
     device_ids = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign_id).distinct()
     statement = select(Device, Node).join(Node, Device.node_id == Node.id).where(Device.id.in_(device_ids))
     devices = [(device, node) for device, node in session.execute(statement.order_by(Device.name))]
     events = _events_by_device(session, campaign_id, devices)
-    return [
-        DeviceTelemetry(
+
+    def stored_series(device_id: int) -> dict[str, Series]:
+        if reads_rollups(plan):
+            # Each metric from the source its detectors need: soak/analysis/minute_series.py says which and why.
+            return minute_series(session=session, campaign_id=campaign_id, device_id=device_id)
+        return telemetry.device_series(session=session, campaign_id=campaign_id, device_id=device_id)
+
+    for device, node in devices:
+        yield DeviceTelemetry(
             device=device.name,
             node=node.name,
             vendor=device.vendor,
@@ -81,19 +110,34 @@ def load_fleet(
             warmup_end_s=start_s + plan.warmup.total_seconds(),
             end_s=end_s,
             sample_interval_s=plan.sample_interval.total_seconds(),
-            series=telemetry.device_series(session=session, campaign_id=campaign_id, device_id=device.id),
+            series=stored_series(device.id),
             events=events.get(device.id, []),
             steady_windows=_steady_windows(session, campaign_id, device.id, plan, end_s),
             planned_end_s=start_s + plan.duration.total_seconds(),
         )
-        for device, node in devices
-    ]
+
+
+def load_fleet(
+    *, session: Session, campaign_id: int, plan: Plan, start_s: float, end_s: float
+) -> list[DeviceTelemetry]:
+    """Every device that ran in the campaign, as the detectors read it, all at once."""
+    return list(fleet_telemetry(session=session, campaign_id=campaign_id, plan=plan, start_s=start_s, end_s=end_s))
 
 
 def run_detection(*, session: Session, campaign_id: int, plan: Plan, start_s: float, end_s: float) -> int:
-    """Update the campaign's findings from everything stored up to end_s; return how many detections held."""
-    fleet = load_fleet(session=session, campaign_id=campaign_id, plan=plan, start_s=start_s, end_s=end_s)
-    return detect_and_store(session=session, campaign_id=campaign_id, fleet=fleet, acceptance=plan.acceptance)
+    """Update the campaign's findings from everything stored up to end_s; return how many detections held.
+
+    Devices are read and judged one at a time, keeping only their throughput for the comparison across peers (all
+    detect_fleet reads): a pass over weeks of 1 Hz telemetry holds one device's series at a time, not the fleet's.
+    """
+    detections: list[Detection] = []
+    peers: list[DeviceTelemetry] = []
+    for device in fleet_telemetry(session=session, campaign_id=campaign_id, plan=plan, start_s=start_s, end_s=end_s):
+        detections += detect_device(device, plan.acceptance)
+        throughput = {name: series for name, series in device.series.items() if name.startswith(THROUGHPUT_PREFIX)}
+        peers.append(dataclasses.replace(device, series=throughput))
+    detections += detect_fleet(peers, plan.acceptance)
+    return _store(session=session, campaign_id=campaign_id, detections=detections, devices=len(peers))
 
 
 def detect_and_store(
@@ -102,6 +146,11 @@ def detect_and_store(
     """Run every detector over a fleet and keep the campaign's findings current; return how many detections held."""
     detections = [detection for device in fleet for detection in detect_device(device, acceptance)]
     detections += detect_fleet(fleet, acceptance)
+    return _store(session=session, campaign_id=campaign_id, detections=detections, devices=len(fleet))
+
+
+def _store(*, session: Session, campaign_id: int, detections: list[Detection], devices: int) -> int:
+    """Upsert one finding per detection; how many there were."""
     named = {detection.device for detection in detections if detection.device is not None}
     ids = {
         name: device_id
@@ -114,5 +163,5 @@ def detect_and_store(
             device_id=ids.get(detection.device) if detection.device is not None else None,
             detection=detection,
         )
-    log.debug("campaign %s: %d detections over %d devices", campaign_id, len(detections), len(fleet))
+    log.debug("campaign %s: %d detections over %d devices", campaign_id, len(detections), devices)
     return len(detections)

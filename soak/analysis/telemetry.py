@@ -13,6 +13,15 @@ EMPTY_SERIES = Series(np.empty(0), np.empty(0))
 SECONDS_PER_DAY = 86400.0
 
 
+def campaign_block_s(full_scale_s: float, *, planned_span_s: float, sample_interval_s: float) -> float:
+    """A block length for a campaign: full_scale_s when it is planned to run a day or more after warm-up,
+    proportionally shorter for a shorter one (a demo of minutes), never shorter than one sample interval."""
+    scale = planned_span_s / SECONDS_PER_DAY
+    if scale >= 1.0:
+        return full_scale_s
+    return max(full_scale_s * scale, sample_interval_s)
+
+
 @dataclass(frozen=True)
 class EventRecord:
     """The fields of a stored event the detectors need; `raw` is the source's own text (JSON for soak's)."""
@@ -61,12 +70,10 @@ class DeviceTelemetry:
         return max(end_s - self.warmup_end_s, 0.0)
 
     def block_s(self, full_scale_s: float) -> float:
-        """A block length for this campaign: full_scale_s when it is planned to run a day or more after warm-up,
-        proportionally shorter for a shorter one (a demo of minutes), never shorter than one sample interval."""
-        scale = self.planned_span_s / SECONDS_PER_DAY
-        if scale >= 1.0:
-            return full_scale_s
-        return max(full_scale_s * scale, self.sample_interval_s)
+        """A block length for this campaign (see campaign_block_s)."""
+        return campaign_block_s(
+            full_scale_s, planned_span_s=self.planned_span_s, sample_interval_s=self.sample_interval_s
+        )
 
     def metric(self, name: str) -> Series:
         """The named series, or an empty one when the device never reported it."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from soak.analysis.engine import run_detection
 from soak.campaigns import service as campaigns
 from soak.campaigns.models import CampaignCommand, CampaignState
 from soak.config import Settings
@@ -17,6 +16,7 @@ from soak.nodes import service as nodes
 from soak.nodes.models import Device, Node
 from soak.nodes.service import PlacementError
 from soak.plan import Plan, parse_plan
+from soak.scheduler.detection import DetectionThread, detect_interval_s
 from soak.scheduler.discovery import node_resource
 from soak.scheduler.executor import Executor, WorkerHandle
 from soak.scheduler.rendezvous import Rendezvous
@@ -72,6 +72,7 @@ class CampaignRunner:
         self._lost_nodes: dict[str, float] = {}  # node name: when it was found gone
         self._waiting_nodes: dict[str, float] = {}  # node name: since when its Ray node is awaited (never joined)
         self._joined_nodes: set[str] = set()  # nodes this campaign's workers were placed on
+        self._detection: DetectionThread | None = None
 
     def run(self) -> None:
         """Run to the end; any failure ends the campaign as failed with the reason, never silently."""
@@ -83,6 +84,8 @@ class CampaignRunner:
             log.exception("campaign %s failed", self.campaign_id)
             self._fail(f"scheduler error: {type(error).__name__}: {error}")
         finally:
+            if self._detection is not None:
+                self._detection.stop()
             for slot in self._slots:
                 if slot.handle is not None:
                     slot.handle.kill()
@@ -247,7 +250,14 @@ class CampaignRunner:
             collective=[load_workload(entry.name).collective for entry in plan.workloads],
         )
         end_s = start_s + plan.duration.total_seconds() + paused_total_s
-        next_detect_s = start_s + self._settings.detect_interval_s
+        self._detection = DetectionThread(
+            campaign_id=self.campaign_id,
+            sessions=self._sessions,
+            plan=plan,
+            start_s=start_s,
+            interval_s=detect_interval_s(plan, configured_s=self._settings.detect_interval_s),
+        )
+        self._detection.start()
         final = CampaignState.COMPLETED
         while True:
             now_s = time.time()
@@ -280,13 +290,10 @@ class CampaignRunner:
                 break
             for slot in self._slots:
                 self._tend(slot, now_s=now_s, dispatch=paused_since_s is None, rotation=rotation, end_s=end_s)
-            if now_s >= next_detect_s:
-                self._detect(plan, start_s)
-                next_detect_s = now_s + self._settings.detect_interval_s
             time.sleep(self._settings.supervisor_tick_s)
         if paused_since_s is not None:
             paused_total_s += time.time() - paused_since_s
-        self._finish(plan, start_s, final, paused_total_s)
+        self._finish(plan, self._detection, final, paused_total_s)
 
     def _spawn(self, slot: _Slot, now_s: float) -> None:
         """Place the slot's worker on its node; never elsewhere: with its node out of the cluster, the slot waits."""
@@ -518,22 +525,15 @@ class CampaignRunner:
                 return
         slot.next_restart_s = now_s + min(60.0, 2.0 ** (len(slot.restarts_s) - 1))
 
-    def _detect(self, plan: Plan, start_s: float) -> None:
-        try:
-            with session_scope(self._sessions) as session:
-                run_detection(
-                    session=session, campaign_id=self.campaign_id, plan=plan, start_s=start_s, end_s=time.time()
-                )
-        except Exception:
-            log.exception("detection failed for campaign %s; will retry", self.campaign_id)
-
     def _interrupt_runs(self) -> None:
         """End every dispatched slot early; a worker with no slot has nothing to interrupt."""
         for slot in self._slots:
             if slot.handle is not None and slot.run_id is not None:
                 slot.handle.interrupt()
 
-    def _finish(self, plan: Plan, start_s: float, final: CampaignState, paused_total_s: float) -> None:
+    def _finish(self, plan: Plan, detection: DetectionThread, final: CampaignState, paused_total_s: float) -> None:
+        # No new pass while the workers wind down: the final one, below, sees all they reported.
+        detection.stop()
         self._interrupt_runs()
         wait_until_s = time.time() + 2 * plan.sample_interval.total_seconds() + 5.0
         while time.time() < wait_until_s and any(slot.run_id is not None for slot in self._slots):
@@ -549,7 +549,8 @@ class CampaignRunner:
                 slot.handle.kill()
                 slot.handle = None
         time.sleep(REPORT_SETTLE_S)
-        self._detect(plan, start_s)
+        # Run to completion before the campaign is marked finished: the report judges the stored findings.
+        detection.finish()
         with session_scope(self._sessions) as session:
             campaign = campaigns.get_campaign(session=session, campaign_id=self.campaign_id)
             campaigns.set_state(session=session, campaign=campaign, state=final, paused_s=paused_total_s)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
-from sqlalchemy import CompoundSelect, Float, Select, cast, func, literal, select, union_all
+from sqlalchemy import CompoundSelect, Float, Row, Select, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from soak.analysis.series import Series
 from soak.db import floor_integer
 from soak.nodes.models import Device
 from soak.telemetry.metric_names import metric_id
-from soak.telemetry.models import Sample
+from soak.telemetry.models import MetricName, Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
 from soak.telemetry.rollups import ROLLED_UP_TABLE
 
@@ -23,6 +28,10 @@ DEFAULT_POINTS = 1_000
 ROUND_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 # Coarsest first: the first whose buckets tile the steps answers.
 ROLLUPS_BY_SOURCE: dict[Literal["1m", "1h"], type[Rollup]] = {"1h": HourRollup, "1m": MinuteRollup}
+# Ranges of raw samples read in one statement: five bound parameters each, well under SQLite's limit.
+SPANS_PER_STATEMENT = 200
+
+T = TypeVar("T")
 
 
 class SeriesPoint(BaseModel):
@@ -121,20 +130,29 @@ def read_series(
             rollup.bucket_s >= from_s,
             rollup.bucket_s < whole_end_s,
         )
-        watermark = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
-        while True:
-            watermark_id = session.scalar(watermark) or 0
+
+        def stepped_past(watermark_id: int) -> list[SeriesPoint]:
             # A value, not a subquery, so that the planner reads the few samples past it by id.
             parts = union_all(
                 rolled_up,
                 _sample_parts().where(*where, Sample.id > watermark_id),
                 _sample_parts().where(*where, Sample.id <= watermark_id, Sample.time_s >= whole_end_s),
             )
-            stepped = _stepped_points(session=session, parts=parts, from_s=from_s, step_s=step_s)
-            # The watermark only grows: unchanged after the read, no roll-up committed during it to count twice.
-            if (session.scalar(watermark) or 0) == watermark_id:
-                break
+            return _stepped_points(session=session, parts=parts, from_s=from_s, step_s=step_s)
+
+        stepped = _with_rollups_settled(session=session, read=stepped_past)
     return _series_out(campaign_id, device, metric, from_s, to_s, step_s=step_s, source=source, points=stepped)
+
+
+def _with_rollups_settled(*, session: Session, read: Callable[[int], T]) -> T:
+    """read(watermark_id) of rollups together with the samples past that watermark, none counted twice or missed."""
+    watermark = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
+    while True:
+        watermark_id = session.scalar(watermark) or 0
+        answer = read(watermark_id)
+        # The watermark only grows: unchanged after the read, no roll-up committed during it to count twice.
+        if (session.scalar(watermark) or 0) == watermark_id:
+            return answer
 
 
 def _series_out(
@@ -196,3 +214,109 @@ def rollup_source(*, from_s: float, step_s: float) -> Literal["raw", "1m", "1h"]
         if step_s % rollup.bucket_length_s == 0 and from_s % rollup.bucket_length_s == 0:
             return source
     return "raw"
+
+
+@dataclass(frozen=True)
+class MinuteBuckets:
+    """One metric of one device per minute, oldest first: count, extremes, sum and latest sample time of each."""
+
+    metric_id: int
+    bucket_s: npt.NDArray[np.float64]
+    count: npt.NDArray[np.int64]
+    min_value: npt.NDArray[np.float64]
+    max_value: npt.NDArray[np.float64]
+    sum_value: npt.NDArray[np.float64]
+    last_time_s: npt.NDArray[np.float64]
+
+
+def device_minute_buckets(*, session: Session, campaign_id: int, device_id: int) -> dict[str, MinuteBuckets]:
+    """Every metric of one device over a campaign per minute: the minute rollups, with the samples not yet rolled
+    up merged into their minutes, so that every stored sample is in exactly one bucket."""
+    rollup = MinuteRollup
+    rolled_up = select(
+        rollup.metric_id,
+        rollup.bucket_s,
+        rollup.count,
+        rollup.min_value,
+        rollup.max_value,
+        rollup.sum_value,
+        rollup.last_time_s,
+    ).where(rollup.campaign_id == campaign_id, rollup.device_id == device_id)
+    bucket_s = floor_integer(
+        Sample.time_s / rollup.bucket_length_s, dialect_name=session.get_bind().dialect.name
+    ) * literal(rollup.bucket_length_s)
+    value = Sample.value
+
+    # metric id, bucket start, count, min, max, sum, latest time; the union's columns are untyped.
+    def merged_past(watermark_id: int) -> Sequence[Row[Any, Any, Any, Any, Any, Any, Any]]:
+        recent = select(Sample.metric_id, bucket_s, literal(1), value, value, value, Sample.time_s).where(
+            Sample.campaign_id == campaign_id, Sample.device_id == device_id, Sample.id > watermark_id
+        )
+        metric, bucket, count, low, high, total, last = union_all(rolled_up, recent).subquery().c
+        statement = (
+            select(metric, bucket, func.sum(count), func.min(low), func.max(high), func.sum(total), func.max(last))
+            .group_by(metric, bucket)
+            .order_by(metric, bucket)
+        )
+        return session.execute(statement).all()
+
+    rows = _with_rollups_settled(session=session, read=merged_past)
+    if not rows:
+        return {}
+    columns = _columns(rows)
+    metric_ids = columns[0].astype(np.int64)
+    names = dict(
+        session.execute(select(MetricName.id, MetricName.name).where(MetricName.id.in_(set(metric_ids.tolist())))).all()
+    )
+    cuts = np.flatnonzero(np.diff(metric_ids)) + 1
+    buckets: dict[str, MinuteBuckets] = {}
+    for part in np.split(np.arange(metric_ids.size), cuts):
+        stored_id = int(metric_ids[part[0]])
+        buckets[names[stored_id]] = MinuteBuckets(
+            metric_id=stored_id,
+            bucket_s=columns[1, part],
+            count=columns[2, part].astype(np.int64),
+            min_value=columns[3, part],
+            max_value=columns[4, part],
+            sum_value=columns[5, part],
+            last_time_s=columns[6, part],
+        )
+    return buckets
+
+
+def device_samples_within(
+    *, session: Session, campaign_id: int, device_id: int, spans: Sequence[tuple[int, float, float]]
+) -> dict[int, Series]:
+    """The raw samples of one device in each (metric id, from_s, to_s) span, per metric id, ordered by time."""
+    rows: list[Row[int, float, float]] = []
+    for first in range(0, len(spans), SPANS_PER_STATEMENT):
+        # One indexed range scan per span; an OR of ranges would make SQLite scan all of the device's samples.
+        statement = union_all(
+            *(
+                select(Sample.metric_id, Sample.time_s, Sample.value).where(
+                    Sample.campaign_id == campaign_id,
+                    Sample.device_id == device_id,
+                    Sample.metric_id == stored_id,
+                    Sample.time_s >= from_s,
+                    Sample.time_s < to_s,
+                )
+                for stored_id, from_s, to_s in spans[first : first + SPANS_PER_STATEMENT]
+            )
+        )
+        rows.extend(session.execute(statement).all())
+    if not rows:
+        return {}
+    columns = _columns(rows)
+    order = np.lexsort((columns[1], columns[0]))
+    metric_ids, time_s, values = columns[0, order].astype(np.int64), columns[1, order], columns[2, order]
+    cuts = np.flatnonzero(np.diff(metric_ids)) + 1
+    return {
+        int(metric_ids[part[0]]): Series(time_s[part], values[part])
+        for part in np.split(np.arange(metric_ids.size), cuts)
+    }
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> npt.NDArray[np.float64]:
+    """Rows as one float array per column; unpacked as plain tuples, since numpy probes a Row for array protocols
+    attribute by attribute, each probe a caught exception, which costs more than the query."""
+    return np.array(list(zip(*rows, strict=True)), dtype=np.float64)
