@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from soak.analysis.detectors import detect_device, detect_fleet
@@ -87,9 +87,14 @@ def reads_rollups(plan: Plan) -> bool:
 def fleet_telemetry(
     *, session: Session, campaign_id: int, plan: Plan, start_s: float, end_s: float
 ) -> Iterator[DeviceTelemetry]:
-    """Every device that ran in the campaign, as the detectors read it, read one at a time."""
-    device_ids = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign_id).distinct()
-    statement = select(Device, Node).join(Node, Device.node_id == Node.id).where(Device.id.in_(device_ids))
+    """Every device that ran in the campaign, or is held for it without having run yet (its node has not joined
+    the Ray cluster), as the detectors read it, read one at a time."""
+    ran = select(WorkloadRun.device_id).where(WorkloadRun.campaign_id == campaign_id)
+    statement = (
+        select(Device, Node)
+        .join(Node, Device.node_id == Node.id)
+        .where(or_(Device.id.in_(ran), Device.campaign_id == campaign_id))
+    )
     devices = [(device, node) for device, node in session.execute(statement.order_by(Device.name))]
     events = _events_by_device(session, campaign_id, devices)
 

@@ -241,6 +241,10 @@ def test_a_campaign_waits_for_a_node_whose_ray_node_has_not_joined_and_places_it
             lambda: client.get(f"/api/v1/campaigns/{campaign_id}").json()["campaign"]["state"] == "stopped",
             "the campaign to stop",
         )
+    # Its device was out of the campaign until its node joined: that is on its record.
+    findings = client.get(f"/api/v1/campaigns/{campaign_id}/findings").json()
+    [late] = [f for f in findings if f["device"] == LATE_DEVICE and f["kind"] == "node_lost"]
+    assert late["evidence"]["node_waiting_events"] == 1 and late["evidence"]["came_back"] == "yes", late
 
 
 def test_a_campaign_none_of_whose_nodes_has_joined_fails_naming_them_and_the_fix(fleet: Fleet) -> None:
