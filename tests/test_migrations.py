@@ -8,7 +8,7 @@ from sqlalchemy import inspect, select, text
 
 from soak.db import make_engine, session_factory
 from soak.migrations import downgrade, include_in_autogenerate, upgrade
-from soak.models import Base, Campaign, Device, Node, Sample
+from soak.models import Base, Device, Node, Sample
 from soak.telemetry.summaries import campaign_summaries
 
 SOAK_TABLES = {
@@ -91,8 +91,14 @@ def test_metric_names_become_ids_and_back_keeping_every_sample_and_rollup(blank_
 
     try:
         with session_factory(engine)() as session:
-            # The campaign, node and device tables are the same at 0005 as the models are.
-            session.add(Campaign(id=1, name="c", plan={}, plan_digest="0" * 64))
+            # The node and device tables are the same at 0005 as the models are; the campaign table has since grown.
+            session.execute(
+                text(
+                    "INSERT INTO campaign (id, name, plan, plan_digest, state, created_at, paused_s) "
+                    "VALUES (1, 'c', '{}', :digest, 'pending', '2026-11-29 00:00:00', 0)"
+                ),
+                {"digest": "0" * 64},
+            )
             session.add(Node(id=1, name="n", hostname="h", inbox_dir="/i", sim_state_dir="/s"))
             session.flush()
             session.add(Device(id=1, node_id=1, name="d", backend="sim", vendor="sim", model="m"))

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from soak.db import Base, BigId, JsonDoc, UtcDateTime, utcnow
@@ -52,6 +52,9 @@ class Campaign(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     paused_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # Samples of this campaign at or below the rollup watermark, added by the rollup job as it reads them (raw
+    # samples that retention removes stay counted); progress adds the few stored since.
+    samples_rolled_up: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class WorkloadRun(Base):

@@ -13,6 +13,8 @@ from soak.findings.models import Finding
 from soak.nodes.models import Device
 from soak.plan import Plan
 from soak.telemetry.models import Event, Sample
+from soak.telemetry.rollup_models import RollupState
+from soak.telemetry.rollups import ROLLED_UP_TABLE
 
 
 class CampaignNotFound(LookupError):
@@ -152,6 +154,18 @@ def elapsed_s(campaign: Campaign, now: datetime | None = None) -> float:
     return max(0.0, (end - campaign.started_at).total_seconds() - campaign.paused_s)
 
 
+def samples_stored(*, session: Session, campaign_id: int) -> int:
+    """The campaign's samples: the rollups' tally, plus those stored past their watermark (seconds' worth)."""
+    tallied = session.scalar(select(Campaign.samples_rolled_up).where(Campaign.id == campaign_id)) or 0
+    watermark_id = session.scalar(select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE))
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Sample)
+        .where(Sample.id > (watermark_id or 0), Sample.campaign_id == campaign_id)
+    )
+    return int(tallied) + int(recent or 0)
+
+
 def progress_counts(*, session: Session, campaign_id: int) -> dict[str, int]:
     """Samples, events, findings and reserved devices of a campaign."""
 
@@ -159,7 +173,7 @@ def progress_counts(*, session: Session, campaign_id: int) -> dict[str, int]:
         return int(session.scalar(statement) or 0)  # type: ignore[call-overload]
 
     return {
-        "samples_stored": count(select(func.count()).select_from(Sample).where(Sample.campaign_id == campaign_id)),
+        "samples_stored": samples_stored(session=session, campaign_id=campaign_id),
         "events_stored": count(select(func.count()).select_from(Event).where(Event.campaign_id == campaign_id)),
         "findings": count(select(func.count()).select_from(Finding).where(Finding.campaign_id == campaign_id)),
         "devices_reserved": count(select(func.count()).select_from(Device).where(Device.campaign_id == campaign_id)),

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from soak.campaigns.models import Campaign
 from soak.db import floor_integer
 from soak.telemetry.models import Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
@@ -59,13 +60,23 @@ def roll_up(*, session: Session, max_rows: int = DEFAULT_MAX_ROWS) -> int:
         select(Sample.id).where(*after_range).order_by(Sample.id).offset(max_rows - 1).limit(1)
     )
     through_id = settled_id if batch_end_id is None else batch_end_id
-    rows = session.scalars(
-        select(func.count()).select_from(Sample).where(Sample.id > watermark_id, Sample.id <= through_id)
-    ).one()
+    per_campaign = session.execute(
+        select(Sample.campaign_id, func.count())
+        .where(Sample.id > watermark_id, Sample.id <= through_id)
+        .group_by(Sample.campaign_id)
+    ).all()
     for rollup in ROLLUPS:
         session.execute(_merge(rollup, after_id=watermark_id, through_id=through_id, dialect_name=dialect_name))
+    tallies = {campaign_id: count for campaign_id, count in per_campaign if campaign_id is not None}
+    # In the transaction that advances the watermark: every sample is tallied once, however often this runs.
+    for campaign_id in sorted(tallies):
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(samples_rolled_up=Campaign.samples_rolled_up + tallies[campaign_id])
+        )
     _advance(session=session, to_id=through_id)
-    return rows
+    return sum(count for _, count in per_campaign)
 
 
 def roll_up_all(*, session: Session) -> int:
