@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -310,22 +311,18 @@ class CampaignRunner:
 
     def _await_node(self, slot: _Slot, now_s: float) -> None:
         """The slot's node has not joined the Ray cluster yet: record it once; the slot waits for it."""
-        slot.node_down = True
         node = slot.spec.node_name
-        if node in self._waiting_nodes:
-            return
-        self._waiting_nodes[node] = now_s
-        waiting = sum(1 for other in self._slots if other.spec.node_name == node)
-        self._node_event(
+        self._hold_for_node(
             slot,
             now_s,
+            away=self._waiting_nodes,
             kind="node_waiting",
-            severity="warning",
-            message=f"node {node} has not joined the Ray cluster (no live Ray node carries {node_resource(node)}); "
-            f"its {waiting} worker(s) wait for it, the campaign goes on with the other nodes. On {node}, run "
-            f"`ray start --address=HEAD:6379 --resources='{{\"{node_resource(node)}\": 1}}'`",
+            why=lambda waiting: (
+                f"node {node} has not joined the Ray cluster (no live Ray node carries {node_resource(node)}); "
+                f"its {waiting} worker(s) wait for it, the campaign goes on with the other nodes. On {node}, run "
+                f"`ray start --address=HEAD:6379 --resources='{{\"{node_resource(node)}\": 1}}'`"
+            ),
         )
-        log.warning("campaign %s: waiting for node %s to join the Ray cluster", self.campaign_id, node)
 
     def _lose_node(self, slot: _Slot, now_s: float) -> None:
         """The slot's node left the cluster: record it once per outage; the slot waits for the node, no restarts."""
@@ -333,21 +330,30 @@ class CampaignRunner:
             slot.handle.kill()
             slot.handle = None
         self._close_run(slot, {"error": "node_lost"})
-        slot.node_down = True
         node = slot.spec.node_name
-        if node in self._lost_nodes:
-            return
-        self._lost_nodes[node] = now_s
-        waiting = sum(1 for other in self._slots if other.spec.node_name == node)
-        self._node_event(
+        self._hold_for_node(
             slot,
             now_s,
+            away=self._lost_nodes,
             kind="node_lost",
-            severity="warning",
-            message=f"node {node} left the cluster (its raylet is gone); its {waiting} worker(s) wait for it to "
-            "come back, the campaign goes on with the other nodes",
+            why=lambda waiting: (
+                f"node {node} left the cluster (its raylet is gone); its {waiting} worker(s) wait for it to "
+                "come back, the campaign goes on with the other nodes"
+            ),
         )
-        log.warning("campaign %s: node %s lost", self.campaign_id, node)
+
+    def _hold_for_node(
+        self, slot: _Slot, now_s: float, *, away: dict[str, float], kind: str, why: Callable[[int], str]
+    ) -> None:
+        """Park the slot until its node is in the cluster; the first slot of the node to find it away records it."""
+        slot.node_down = True
+        node = slot.spec.node_name
+        if node in away:
+            return
+        away[node] = now_s
+        waiting = sum(1 for other in self._slots if other.spec.node_name == node)
+        self._node_event(slot, now_s, kind=kind, severity="warning", message=why(waiting))
+        log.warning("campaign %s: %s: node %s", self.campaign_id, kind, node)
 
     def _node_event(self, slot: _Slot, now_s: float, *, kind: str, severity: str, message: str) -> None:
         """An event of the slot's node as a whole (no device), as the liveness detector reads node losses."""
