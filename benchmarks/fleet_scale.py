@@ -201,7 +201,7 @@ def main() -> None:
     nodes = [f"node-{index:04d}" for index in range(args.nodes)]
     with fresh_schema() as url:
         node_ids = register(url, nodes)
-        with controller(url) as base_url:
+        with controller(url, rollups=True) as base_url:
             plan = {
                 "name": "read-load",
                 "duration": "1h",

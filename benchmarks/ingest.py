@@ -44,6 +44,7 @@ from soak.db import make_engine, session_factory
 from soak.nodes.schemas import DeviceIn, NodeIn
 from soak.nodes.service import register_node
 from soak.telemetry.limits import IngestGuard
+from soak.telemetry.maintenance import MaintenanceLoop
 from soak.telemetry.metric_names import metric_ids
 from soak.telemetry.schemas import TelemetryBatch
 from soak.telemetry.service import ingest
@@ -244,9 +245,17 @@ def through_store(url: str, agent_counts: list[int], batches: int, batch_samples
 # 3. Through the HTTP endpoint.
 
 
-def serve(url: str, port: int) -> None:
-    """The controller as `soak controller` runs it (without the scheduler), until terminated."""
+def serve(url: str, port: int, rollups: bool) -> None:
+    """The controller as `soak serve` runs it, without the scheduler (and with its rollup job if asked), until
+    terminated."""
     settings = Settings(database_url=url, api_token=TOKEN, environment="development", port=port)
+    if rollups:
+        sessions = session_factory(make_engine(url))
+        MaintenanceLoop(
+            sessions=sessions,
+            interval_s=settings.rollup_interval_s,
+            raw_retention_days=settings.raw_retention_days,
+        ).start()
     uvicorn.run(create_app(settings, run_scheduler=False), host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -281,10 +290,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def controller(url: str) -> Iterator[str]:
+def controller(url: str, *, rollups: bool = False) -> Iterator[str]:
     """The controller in a process of its own; yields its base URL once it answers."""
     port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=serve, args=(url, port))
+    process = multiprocessing.get_context("spawn").Process(target=serve, args=(url, port, rollups))
     process.start()
     base_url = f"http://127.0.0.1:{port}"
     try:
