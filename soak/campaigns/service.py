@@ -13,8 +13,7 @@ from soak.findings.models import Finding
 from soak.nodes.models import Device
 from soak.plan import Plan
 from soak.telemetry.models import Event, Sample
-from soak.telemetry.rollup_models import RollupState
-from soak.telemetry.rollups import ROLLED_UP_TABLE
+from soak.telemetry.rollups import with_rollups_settled
 
 
 class CampaignNotFound(LookupError):
@@ -156,14 +155,15 @@ def elapsed_s(campaign: Campaign, now: datetime | None = None) -> float:
 
 def samples_stored(*, session: Session, campaign_id: int) -> int:
     """The campaign's samples: the rollups' tally, plus those stored past their watermark (seconds' worth)."""
-    tallied = session.scalar(select(Campaign.samples_rolled_up).where(Campaign.id == campaign_id)) or 0
-    watermark_id = session.scalar(select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE))
-    recent = session.scalar(
-        select(func.count())
-        .select_from(Sample)
-        .where(Sample.id > (watermark_id or 0), Sample.campaign_id == campaign_id)
-    )
-    return int(tallied) + int(recent or 0)
+
+    def tallied_and_past(watermark_id: int) -> int:
+        tallied = session.scalar(select(Campaign.samples_rolled_up).where(Campaign.id == campaign_id)) or 0
+        recent = session.scalar(
+            select(func.count()).select_from(Sample).where(Sample.id > watermark_id, Sample.campaign_id == campaign_id)
+        )
+        return int(tallied) + int(recent or 0)
+
+    return with_rollups_settled(session=session, read=tallied_and_past)
 
 
 def progress_counts(*, session: Session, campaign_id: int) -> dict[str, int]:

@@ -15,13 +15,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from soak.telemetry.models import Sample
-from soak.telemetry.rollup_models import RollupState
-from soak.telemetry.rollups import ROLLED_UP_TABLE
+from soak.telemetry.rollups import watermark_id as rollup_watermark_id
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def ensure_partitions(*, session: Session, now_s: float, days_ahead: int = 2) ->
 def retire_partitions(*, session: Session, now_s: float, retention_days: float) -> None:
     """Drop raw samples older than the retention whose ids the rollups have passed: whole days on Postgres."""
     cutoff_s = now_s - retention_days * DAY_S
-    watermark_id = _watermark_id(session=session)
+    watermark_id = rollup_watermark_id(session=session)
     if session.get_bind().dialect.name != "postgresql":
         old_rolled_up = delete(Sample).where(Sample.time_s < cutoff_s, Sample.id <= watermark_id)
         session.execute(old_rolled_up)
@@ -102,7 +101,7 @@ def retire_partitions(*, session: Session, now_s: float, retention_days: float) 
             # check below.
             session.execute(text(f"LOCK TABLE {Sample.__tablename__} IN ACCESS EXCLUSIVE MODE"))
             newest_id = session.scalar(text(f"SELECT max(id) FROM {name}"))
-            if newest_id is not None and newest_id > _watermark_id(session=session):
+            if newest_id is not None and newest_id > rollup_watermark_id(session=session):
                 log.info("raw partition %s kept past its retention until it is rolled up", name)
                 session.rollback()
                 continue
@@ -112,12 +111,6 @@ def retire_partitions(*, session: Session, now_s: float, retention_days: float) 
             log.info("raw partition %s retired after %g days", name, retention_days)
         if not locked:
             break
-
-
-def _watermark_id(*, session: Session) -> int:
-    """The rollups' watermark: every sample id up to it is merged into the rollups."""
-    statement = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
-    return session.scalar(statement) or 0
 
 
 def _daily_partitions(*, session: Session) -> list[tuple[str, int]]:

@@ -17,7 +17,8 @@ samples are not handed out again below the watermark).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import case, func, select, text, update
@@ -31,6 +32,8 @@ from soak.telemetry.models import Sample
 from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ROLLUPS: tuple[type[Rollup], ...] = (MinuteRollup, HourRollup)
 ROLLED_UP_TABLE = Sample.__tablename__
@@ -77,6 +80,22 @@ def roll_up(*, session: Session, max_rows: int = DEFAULT_MAX_ROWS) -> int:
         )
     _advance(session=session, to_id=through_id)
     return sum(count for _, count in per_campaign)
+
+
+def watermark_id(*, session: Session) -> int:
+    """The rollups' watermark: every sample id up to it is merged into the rollups."""
+    statement = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
+    return session.scalar(statement) or 0
+
+
+def with_rollups_settled(*, session: Session, read: Callable[[int], T]) -> T:
+    """read(watermark_id) of rollups together with the samples past that watermark, none counted twice or missed."""
+    while True:
+        seen_id = watermark_id(session=session)
+        answer = read(seen_id)
+        # The watermark only grows: unchanged after the read, no roll-up committed during it to count twice.
+        if watermark_id(session=session) == seen_id:
+            return answer
 
 
 def roll_up_all(*, session: Session) -> int:

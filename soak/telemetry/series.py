@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -18,8 +18,8 @@ from soak.db import floor_integer
 from soak.nodes.models import Device
 from soak.telemetry.metric_names import metric_id
 from soak.telemetry.models import MetricName, Sample
-from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup, RollupState
-from soak.telemetry.rollups import ROLLED_UP_TABLE
+from soak.telemetry.rollup_models import HourRollup, MinuteRollup, Rollup
+from soak.telemetry.rollups import with_rollups_settled
 
 # A plot is a few thousand pixels wide: more points than this are asked for with a larger step.
 MAX_POINTS = 10_000
@@ -30,8 +30,6 @@ ROUND_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
 ROLLUPS_BY_SOURCE: dict[Literal["1m", "1h"], type[Rollup]] = {"1h": HourRollup, "1m": MinuteRollup}
 # Ranges of raw samples read in one statement: five bound parameters each, well under SQLite's limit.
 SPANS_PER_STATEMENT = 200
-
-T = TypeVar("T")
 
 
 class SeriesPoint(BaseModel):
@@ -140,19 +138,8 @@ def read_series(
             )
             return _stepped_points(session=session, parts=parts, from_s=from_s, step_s=step_s)
 
-        stepped = _with_rollups_settled(session=session, read=stepped_past)
+        stepped = with_rollups_settled(session=session, read=stepped_past)
     return _series_out(campaign_id, device, metric, from_s, to_s, step_s=step_s, source=source, points=stepped)
-
-
-def _with_rollups_settled(*, session: Session, read: Callable[[int], T]) -> T:
-    """read(watermark_id) of rollups together with the samples past that watermark, none counted twice or missed."""
-    watermark = select(RollupState.last_sample_id).where(RollupState.input_table == ROLLED_UP_TABLE)
-    while True:
-        watermark_id = session.scalar(watermark) or 0
-        answer = read(watermark_id)
-        # The watermark only grows: unchanged after the read, no roll-up committed during it to count twice.
-        if (session.scalar(watermark) or 0) == watermark_id:
-            return answer
 
 
 def _series_out(
@@ -260,7 +247,7 @@ def device_minute_buckets(*, session: Session, campaign_id: int, device_id: int)
         )
         return session.execute(statement).all()
 
-    rows = _with_rollups_settled(session=session, read=merged_past)
+    rows = with_rollups_settled(session=session, read=merged_past)
     if not rows:
         return {}
     columns = _columns(rows)
